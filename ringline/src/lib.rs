@@ -1,0 +1,1 @@
+//! ringline facade (in progress).
