@@ -1,1 +1,70 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, shared by developers and CI (`.ci/run`).
+//!
+//! Std only, so a fresh machine builds it in seconds. Each subcommand lives in its own module;
+//! this file finds the workspace root, parses the subcommand and dispatches in one `match`.
+
+mod check_core;
+mod ci;
+mod cmd;
+mod lint;
+mod manifest;
+mod test;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Printed for `help` and, on stderr, for an unknown subcommand.
+const USAGE: &str = "\
+usage: cargo xtask <subcommand>
+
+subcommands:
+  ci                          lint, check-core, tidy, then test (what .ci/run runs)
+  test                        workspace tests, then the facade suite on every backend configuration
+  lint                        rustfmt check, clippy -D warnings per configuration, rustdoc -D warnings
+  check-core [--tree-file F]  fail if io-uring, mio or libc is in ringline-core's normal tree
+  tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
+";
+
+/// Entry point: `cargo xtask <subcommand> [args]`.
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((subcommand, rest)) = args.split_first() else {
+        return usage_error("no subcommand given");
+    };
+    let root = workspace_root();
+    let outcome = match (subcommand.as_str(), rest) {
+        ("ci", []) => ci::run(&root),
+        ("test", []) => test::run(&root),
+        ("lint", []) => lint::run(&root),
+        ("check-core", args) => match check_core::parse_args(args) {
+            Ok(source) => check_core::run(&root, &source),
+            Err(message) => return usage_error(&message),
+        },
+        ("tidy", []) => tidy::run(&root),
+        ("help" | "-h" | "--help", []) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => return usage_error(&format!("unknown subcommand or arguments: {}", args.join(" "))),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("\nxtask {subcommand} failed: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `message` and the usage text to stderr; exit status 2.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().expect("xtask lives one level below the workspace root").to_path_buf()
+}

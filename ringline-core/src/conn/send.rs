@@ -1,0 +1,400 @@
+//! Sending: `send_nowait`, [`SendFuture`], [`SendBuilder`], [`Flush`].
+//!
+//! Each connection has one FIFO queue and at most one write in flight. Copied bytes are staged
+//! in send-pool slots (small sends are appended to the last queued slot when it has room); what
+//! does not fit goes into one runtime-owned heap buffer. A send is *admitted* while the queue is
+//! below `send_queue_limit` and no earlier send waits for admission. Every awaited send resolves
+//! once, after the acknowledged stream offset passed its last byte (API R4).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::ConnCtx;
+use super::pool::SendPool;
+use super::state::{Conn, WriteState};
+use super::table::write_error;
+use crate::buf::{GuardBox, PartMemory, SendGuard, SendPart};
+use crate::error::Error;
+use crate::metrics::WorkerCounters;
+use crate::runtime::core::Core;
+
+/// Most guard parts in one builder.
+pub const MAX_GUARDS: usize = 16;
+
+/// One piece of a logical send.
+enum Piece<'a> {
+    Copy(&'a [u8]),
+    Guard(GuardBox),
+}
+
+impl Piece<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Copy(d) => d.len(),
+            Piece::Guard(g) => g.len(),
+        }
+    }
+}
+
+/// Why a send cannot be queued right now.
+fn write_refusal(c: &Conn) -> Option<Error> {
+    match &c.write {
+        WriteState::Open if c.close.is_none() => None,
+        WriteState::Failed(e) => Some(Error::Io(crate::error::duplicate_io(e))),
+        _ => Some(Error::Closed),
+    }
+}
+
+/// Copy room left in the last queued pool slot.
+fn tail_room(c: &Conn) -> usize {
+    match c.queue.back() {
+        Some(SendPart { memory: PartMemory::Pool(slot), end, .. }) => slot.len() - end,
+        _ => 0,
+    }
+}
+
+/// Appends `data` to the queue: into the tail slot, then new pool slots, then (if allowed) one
+/// heap buffer. Returns the bytes that went to the heap.
+fn copy_in(c: &mut Conn, pool: &mut SendPool, mut data: &[u8], allow_heap: bool) -> usize {
+    if let Some(SendPart { memory: PartMemory::Pool(slot), end, .. }) = c.queue.back_mut() {
+        let n = data.len().min(slot.len() - *end);
+        slot[*end..*end + n].copy_from_slice(&data[..n]);
+        *end += n;
+        data = &data[n..];
+    }
+    while !data.is_empty() {
+        let Some(mut slot) = pool.alloc() else { break };
+        let n = data.len().min(slot.len());
+        slot[..n].copy_from_slice(&data[..n]);
+        c.queue.push_back(SendPart { memory: PartMemory::Pool(slot), start: 0, end: n });
+        data = &data[n..];
+    }
+    if data.is_empty() {
+        return 0;
+    }
+    assert!(allow_heap, "copy_in without heap after a room check");
+    c.queue.push_back(SendPart { memory: PartMemory::Heap(data.to_vec()), start: 0, end: data.len() });
+    data.len()
+}
+
+/// Commits every piece; returns the stream offset after its last byte.
+fn commit(core: &Core, c: &mut Conn, pieces: Vec<Piece<'_>>) -> u64 {
+    let mut pool = core.pool.borrow_mut();
+    let threshold = core.cfg.zero_copy_threshold();
+    let mut heap = 0;
+    for p in pieces {
+        let len = p.len();
+        match p {
+            Piece::Copy(d) => heap += copy_in(c, &mut pool, d, true),
+            Piece::Guard(g) if g.len() < threshold => heap += copy_in(c, &mut pool, g.bytes(), true),
+            Piece::Guard(g) => {
+                c.queue.push_back(SendPart { memory: PartMemory::Guard(g), start: 0, end: len })
+            }
+        }
+        c.queued += len;
+        c.committed += len as u64;
+    }
+    if heap > 0 {
+        WorkerCounters::add(&core.counters().send_overflow_bytes, heap as u64);
+    }
+    c.committed
+}
+
+/// Bytes of `pieces` that would be copied.
+fn copy_len(core: &Core, pieces: &[Piece<'_>]) -> usize {
+    let threshold = core.cfg.zero_copy_threshold();
+    pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Copy(d) => d.len(),
+            Piece::Guard(g) if g.len() < threshold => g.len(),
+            Piece::Guard(_) => 0,
+        })
+        .sum()
+}
+
+/// All-or-nothing, non-waiting send of `pieces`.
+fn send_now(conn: &ConnCtx, pieces: Vec<Piece<'_>>) -> Result<(), Error> {
+    let key = conn.key;
+    conn.with_table(|core, conns| {
+        let c = conns.get(key).ok_or(Error::InvalidConnection)?;
+        if let Some(e) = write_refusal(c) {
+            return Err(e);
+        }
+        if c.queued >= core.cfg.send_queue_limit() || !c.admission.is_empty() {
+            WorkerCounters::add(&core.counters().send_queue_full, 1);
+            return Err(Error::SendQueueFull);
+        }
+        let need = copy_len(core, &pieces);
+        let pool = core.pool.borrow();
+        let room = tail_room(c) + pool.available() * pool.slot_size();
+        drop(pool);
+        if need > room {
+            WorkerCounters::add(&core.counters().send_pool_exhausted, 1);
+            return Err(Error::SendPoolExhausted);
+        }
+        commit(core, c, pieces);
+        conns.mark_dirty(key);
+        Ok(())
+    })?
+}
+
+impl ConnCtx {
+    /// Queues a copy of `data` now, or fails without queuing anything.
+    ///
+    /// # Errors
+    /// `Closed` after `close`/`shutdown_write`; the connection's earlier write error;
+    /// `InvalidConnection`; `SendQueueFull`; `SendPoolExhausted` (use `send` for large data).
+    pub fn send_nowait(&self, data: &[u8]) -> Result<(), Error> {
+        if data.is_empty() {
+            return self.with(|_, c| write_refusal(c).map_or(Ok(()), Err))?;
+        }
+        send_now(self, vec![Piece::Copy(data)])
+    }
+
+    /// Sends `data`; resolves with its length once every byte was acknowledged.
+    pub fn send<'a>(&self, data: &'a [u8]) -> SendFuture<'a> {
+        SendFuture::start(*self, vec![Piece::Copy(data)])
+    }
+
+    /// Sends memory the runtime may keep; large guards are written without a copy.
+    pub fn send_owned<G: SendGuard>(&self, data: G) -> SendFuture<'static> {
+        SendFuture::start(*self, vec![Piece::Guard(GuardBox::new(data))])
+    }
+
+    /// A builder for one logical send made of copied and guarded parts.
+    pub fn send_parts<'a>(&self) -> SendBuilder<'a> {
+        SendBuilder { conn: *self, pieces: Vec::new(), guards: 0 }
+    }
+
+    /// Resolves once every send queued before this call was acknowledged.
+    pub fn flush(&self) -> Flush {
+        let end = self.with(|_, c| c.committed);
+        Flush { conn: *self, end }
+    }
+}
+
+/// Builds one logical send from copied parts and guards.
+pub struct SendBuilder<'a> {
+    conn: ConnCtx,
+    pieces: Vec<Piece<'a>>,
+    guards: usize,
+}
+
+impl<'a> SendBuilder<'a> {
+    /// Appends bytes to copy.
+    pub fn copy(mut self, data: &'a [u8]) -> Self {
+        self.pieces.push(Piece::Copy(data));
+        self
+    }
+    /// Appends a guard (sent zero-copy at or above `zero_copy_threshold`).
+    pub fn guard(mut self, g: GuardBox) -> Self {
+        self.guards += 1;
+        self.pieces.push(Piece::Guard(g));
+        self
+    }
+    /// Sends the parts as one ordered send (like `send`).
+    pub fn submit(self) -> SendFuture<'a> {
+        if self.guards > MAX_GUARDS {
+            return SendFuture {
+                conn: self.conn,
+                state: SendState::Done(Some(Err(Error::InvalidInput("more than MAX_GUARDS guards")))),
+            };
+        }
+        SendFuture::start(self.conn, self.pieces)
+    }
+    /// Queues the parts now or fails without queuing anything (like `send_nowait`).
+    ///
+    /// # Errors
+    /// As `send_nowait`, plus `InvalidInput` for more than [`MAX_GUARDS`] guards.
+    pub fn submit_nowait(self) -> Result<(), Error> {
+        if self.guards > MAX_GUARDS {
+            return Err(Error::InvalidInput("more than MAX_GUARDS guards"));
+        }
+        if self.pieces.iter().all(|p| p.len() == 0) {
+            return Ok(());
+        }
+        send_now(&self.conn, self.pieces)
+    }
+}
+
+enum SendState<'a> {
+    /// Waiting for admission, holding the data.
+    Waiting {
+        pieces: Vec<Piece<'a>>,
+        ticket: u64,
+        len: usize,
+    },
+    /// Committed: resolves when the acknowledged offset reaches `end`.
+    Committed {
+        end: u64,
+        len: usize,
+    },
+    Done(Option<Result<usize, Error>>),
+}
+
+/// Future of an awaited send; resolves to `Result<usize, Error>` (the send's own length).
+///
+/// Dropped before admission it sends nothing; after admission the bytes are still sent.
+#[must_use = "a send not admitted at call time must be awaited"]
+pub struct SendFuture<'a> {
+    conn: ConnCtx,
+    state: SendState<'a>,
+}
+
+impl<'a> SendFuture<'a> {
+    fn start(conn: ConnCtx, pieces: Vec<Piece<'a>>) -> SendFuture<'a> {
+        let len: usize = pieces.iter().map(Piece::len).sum();
+        let key = conn.key;
+        let r = conn.with_table(|core, conns| {
+            let c = conns.get(key).ok_or(Error::InvalidConnection)?;
+            if let Some(e) = write_refusal(c) {
+                return Err(e);
+            }
+            if len == 0 {
+                return Ok(SendState::Done(Some(Ok(0))));
+            }
+            if c.queued < core.cfg.send_queue_limit() && c.admission.is_empty() {
+                let end = commit(core, c, pieces);
+                conns.mark_dirty(key);
+                return Ok(SendState::Committed { end, len });
+            }
+            WorkerCounters::add(&core.counters().send_queue_full, 1);
+            let ticket = c.next_ticket;
+            c.next_ticket += 1;
+            c.admission.push_back((ticket, std::task::Waker::noop().clone()));
+            Ok(SendState::Waiting { pieces, ticket, len })
+        });
+        let state = match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) | Err(e) => SendState::Done(Some(Err(e))),
+        };
+        SendFuture { conn, state }
+    }
+}
+
+impl Future for SendFuture<'_> {
+    type Output = Result<usize, Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let key = this.conn.key;
+        loop {
+            match &mut this.state {
+                SendState::Done(r) => return Poll::Ready(r.take().unwrap_or(Err(Error::Closed))),
+                SendState::Committed { end, len } => {
+                    let (end, len) = (*end, *len);
+                    let r = this.conn.with(|_, c| {
+                        if c.acked >= end {
+                            Some(Ok(len))
+                        } else if end > c.committed {
+                            Some(Err(write_error(c)))
+                        } else {
+                            if !c.send_waiters.iter().any(|(e, w)| *e == end && w.will_wake(cx.waker())) {
+                                c.send_waiters.push((end, cx.waker().clone()));
+                            }
+                            None
+                        }
+                    });
+                    return match r {
+                        Ok(Some(r)) => {
+                            this.state = SendState::Done(None);
+                            Poll::Ready(r)
+                        }
+                        Ok(None) => Poll::Pending,
+                        Err(e) => Poll::Ready(Err(e)),
+                    };
+                }
+                SendState::Waiting { ticket, len, .. } => {
+                    let (ticket, len) = (*ticket, *len);
+                    let SendState::Waiting { pieces, .. } =
+                        std::mem::replace(&mut this.state, SendState::Done(None))
+                    else {
+                        unreachable!()
+                    };
+                    let r = this.conn.with_table(|core, conns| {
+                        let c = conns.get(key).ok_or(Error::InvalidConnection)?;
+                        if let Some(e) = write_refusal(c) {
+                            c.admission.retain(|(t, _)| *t != ticket);
+                            c.wake_senders();
+                            return Err(e);
+                        }
+                        let first = c.admission.front().map(|(t, _)| *t) == Some(ticket);
+                        if first && c.queued < core.cfg.send_queue_limit() {
+                            c.admission.pop_front();
+                            let end = commit(core, c, pieces);
+                            if let Some((_, w)) = c.admission.front() {
+                                w.wake_by_ref();
+                            }
+                            conns.mark_dirty(key);
+                            return Ok(SendState::Committed { end, len });
+                        }
+                        if let Some(e) = c.admission.iter_mut().find(|(t, _)| *t == ticket) {
+                            e.1 = cx.waker().clone();
+                        }
+                        Ok(SendState::Waiting { pieces, ticket, len })
+                    });
+                    match r {
+                        Ok(Ok(s @ SendState::Waiting { .. })) => {
+                            this.state = s;
+                            return Poll::Pending;
+                        }
+                        Ok(Ok(s)) => this.state = s,
+                        Ok(Err(e)) | Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SendFuture<'_> {
+    fn drop(&mut self) {
+        if let SendState::Waiting { ticket, .. } = self.state {
+            let key = self.conn.key;
+            let _ = self.conn.with(|_, c| {
+                let was_first = c.admission.front().map(|(t, _)| *t) == Some(ticket);
+                c.admission.retain(|(t, _)| *t != ticket);
+                if was_first && let Some((_, w)) = c.admission.front() {
+                    w.wake_by_ref();
+                }
+                let _ = key;
+            });
+        }
+    }
+}
+
+/// Future of [`ConnCtx::flush`]; resolves to `Result<(), Error>`.
+#[must_use = "futures do nothing unless awaited"]
+pub struct Flush {
+    conn: ConnCtx,
+    end: Result<u64, Error>,
+}
+
+impl Future for Flush {
+    type Output = Result<(), Error>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let end = match &self.end {
+            Ok(e) => *e,
+            Err(e) => return Poll::Ready(Err(e.duplicate())),
+        };
+        let r = self.conn.with(|_, c| {
+            if c.acked >= end {
+                Some(Ok(()))
+            } else if end > c.committed {
+                Some(Err(write_error(c)))
+            } else {
+                c.send_waiters.push((end, cx.waker().clone()));
+                None
+            }
+        });
+        match r {
+            Ok(Some(r)) => Poll::Ready(r),
+            Ok(None) => Poll::Pending,
+            Err(e) => {
+                self.end = Err(e.duplicate());
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}

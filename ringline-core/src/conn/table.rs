@@ -1,0 +1,305 @@
+//! The connection table: slots with generations, and how backend completions change them.
+//!
+//! A completion whose key has a stale generation is counted and dropped (after its memory was
+//! released), so it can never reach a newer occupant of the slot (API R6).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::buf::{PartMemory, SendBuf, SendPart};
+use crate::conn::CloseReason;
+use crate::conn::pool::SendPool;
+use crate::conn::state::{CloseMode, Conn, ConnectResult, Phase, ReadEnd, WriteState};
+use crate::driver::ConnKey;
+use crate::error::{Error, duplicate_io};
+
+/// An internal deadline attached to a connection (not a user timer slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ConnDeadline {
+    Connect,
+    Linger,
+}
+
+/// All connection slots of one worker.
+pub(crate) struct ConnTable {
+    slots: Vec<Conn>,
+    free: Vec<u32>,
+    max: usize,
+    open: usize,
+    pub(crate) dirty: Vec<u32>,
+    deadlines: BinaryHeap<Reverse<(Instant, u32, u32, ConnDeadline)>>,
+    pub(crate) stale: u64,
+}
+
+impl ConnTable {
+    pub(crate) fn new(max: usize) -> Self {
+        ConnTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            max,
+            open: 0,
+            dirty: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            stale: 0,
+        }
+    }
+
+    /// Slots in use.
+    pub(crate) fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Takes a free slot, or `None` when the table is full.
+    pub(crate) fn alloc(&mut self, outbound: bool) -> Option<ConnKey> {
+        if self.open >= self.max {
+            return None;
+        }
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Conn::new());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.open += 1;
+        let c = &mut self.slots[index as usize];
+        c.reset();
+        c.outbound = outbound;
+        c.held = true;
+        c.phase = Phase::Reserved;
+        Some(ConnKey { index, generation: c.generation })
+    }
+
+    /// The slot for `key`, if its generation matches and it is in use.
+    pub(crate) fn get(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        self.slots
+            .get_mut(key.index as usize)
+            .filter(|c| c.generation == key.generation && c.phase != Phase::Free)
+    }
+
+    /// Queues the slot for the next flush.
+    pub(crate) fn mark_dirty(&mut self, key: ConnKey) {
+        if let Some(c) = self.get(key)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(key.index);
+        }
+    }
+
+    pub(crate) fn slot_mut(&mut self, index: u32) -> &mut Conn {
+        &mut self.slots[index as usize]
+    }
+
+    /// Every key in use (for shutdown).
+    pub(crate) fn live_keys(&self) -> Vec<ConnKey> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.phase != Phase::Free)
+            .map(|(i, c)| ConnKey { index: i as u32, generation: c.generation })
+            .collect()
+    }
+
+    /// Frees a slot whose close finished and whose holder let go; bumps the generation.
+    pub(crate) fn release(&mut self, index: u32) {
+        let c = &mut self.slots[index as usize];
+        c.generation = c.generation.wrapping_add(1);
+        c.reset();
+        self.free.push(index);
+        self.open -= 1;
+    }
+
+    pub(crate) fn add_deadline(&mut self, key: ConnKey, at: Instant, kind: ConnDeadline) {
+        self.deadlines.push(Reverse((at, key.index, key.generation, kind)));
+    }
+
+    /// The earliest internal deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    /// Pops every deadline due at `now`.
+    pub(crate) fn due_deadlines(&mut self, now: Instant) -> Vec<(ConnKey, ConnDeadline)> {
+        let mut due = Vec::new();
+        while let Some(&Reverse((at, index, generation, kind))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            due.push((ConnKey { index, generation }, kind));
+        }
+        due
+    }
+
+    /// Received bytes: append to the accumulator and wake readers.
+    pub(crate) fn on_recv(&mut self, key: ConnKey, data: &[u8]) -> usize {
+        let Some(c) = self.get(key) else {
+            self.stale += 1;
+            return 0;
+        };
+        if c.read_end.is_some() {
+            return 0;
+        }
+        c.acc.extend_from_slice(data);
+        c.wake_readers();
+        self.mark_dirty(key);
+        data.len()
+    }
+
+    /// The read side ended.
+    pub(crate) fn on_recv_end(&mut self, key: ConnKey, result: io::Result<()>) {
+        let Some(c) = self.get(key) else {
+            self.stale += 1;
+            return;
+        };
+        c.recv_active = false;
+        if c.read_end.is_none() {
+            c.read_end = Some(match result {
+                Ok(()) => ReadEnd::Eof,
+                Err(e) => {
+                    let reason = if e.kind() == io::ErrorKind::ConnectionReset {
+                        CloseReason::Reset
+                    } else {
+                        CloseReason::Error(e.kind())
+                    };
+                    c.set_reason(reason);
+                    ReadEnd::Failed(Error::Io(e))
+                }
+            });
+            c.set_reason(CloseReason::PeerClosed);
+        }
+        c.wake_readers();
+        self.mark_dirty(key);
+    }
+
+    /// A send finished: advance the acknowledged offset or fail the write side.
+    pub(crate) fn on_sent(
+        &mut self,
+        key: ConnKey,
+        buf: SendBuf,
+        result: io::Result<usize>,
+        pool: &mut SendPool,
+    ) -> usize {
+        let written = buf.total_len() - buf.remaining();
+        release_parts(buf.into_parts(), pool);
+        let Some(c) = self.get(key) else {
+            self.stale += 1;
+            return 0;
+        };
+        c.in_flight = false;
+        match result {
+            Ok(n) => {
+                c.acked += n as u64;
+                c.queued -= n;
+            }
+            Err(e) => {
+                c.acked += written as u64;
+                c.queued -= written.min(c.queued);
+                if !matches!(c.write, WriteState::Failed(_)) {
+                    let reason = match e.kind() {
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => CloseReason::Reset,
+                        k => CloseReason::Error(k),
+                    };
+                    c.set_reason(reason);
+                    c.write = WriteState::Failed(e);
+                }
+                discard_queue(c, pool);
+                c.committed = c.acked;
+                c.queued = 0;
+            }
+        }
+        c.wake_senders();
+        self.mark_dirty(key);
+        written
+    }
+
+    /// A connect finished.
+    pub(crate) fn on_connected(&mut self, key: ConnKey, result: io::Result<SocketAddr>) -> bool {
+        let Some(c) = self.get(key) else {
+            self.stale += 1;
+            return false;
+        };
+        let ok = result.is_ok();
+        match result {
+            Ok(local) if c.phase == Phase::Connecting => {
+                c.phase = Phase::Open;
+                c.local = Some(local);
+                if matches!(c.connect, ConnectResult::Pending) {
+                    c.connect = ConnectResult::Done(Ok(()));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if c.phase == Phase::Connecting {
+                    c.phase = Phase::Open;
+                }
+                if matches!(c.connect, ConnectResult::Pending) {
+                    c.connect = ConnectResult::Done(Err(Error::Io(e)));
+                }
+                c.close.get_or_insert(CloseMode::Abort);
+                c.read_end.get_or_insert(ReadEnd::Local);
+                c.write = WriteState::Closed;
+            }
+        }
+        if let Some(w) = c.connect_waiter.take() {
+            w.wake();
+        }
+        self.mark_dirty(key);
+        ok
+    }
+
+    /// The backend closed the fd and nothing is in flight.
+    pub(crate) fn on_closed(&mut self, key: ConnKey, pool: &mut SendPool) {
+        let Some(c) = self.get(key) else {
+            self.stale += 1;
+            return;
+        };
+        c.phase = Phase::Closed;
+        c.in_flight = false;
+        discard_queue(c, pool);
+        c.committed = c.acked;
+        c.queued = 0;
+        if matches!(c.write, WriteState::Open | WriteState::ShutdownPending) {
+            c.write = WriteState::Closed;
+        }
+        c.read_end.get_or_insert(ReadEnd::Local);
+        if matches!(c.connect, ConnectResult::Pending) {
+            c.connect = ConnectResult::Done(Err(Error::Closed));
+        }
+        if let Some(w) = c.connect_waiter.take() {
+            w.wake();
+        }
+        c.wake_readers();
+        c.wake_senders();
+        self.mark_dirty(key);
+    }
+}
+
+/// Releases pool slots and drops guards of finished or discarded parts.
+pub(crate) fn release_parts(parts: impl IntoIterator<Item = SendPart>, pool: &mut SendPool) {
+    for p in parts {
+        if let PartMemory::Pool(slot) = p.memory {
+            pool.release(slot);
+        }
+    }
+}
+
+/// Drops every queued, unsent part (abort or write failure).
+pub(crate) fn discard_queue(c: &mut Conn, pool: &mut SendPool) {
+    let dropped: usize = c.queue.iter().map(SendPart::len).sum();
+    release_parts(c.queue.drain(..), pool);
+    c.queued -= dropped.min(c.queued);
+    c.committed -= dropped as u64;
+}
+
+/// The error a send waiter gets once its bytes can no longer be written.
+pub(crate) fn write_error(c: &Conn) -> Error {
+    match &c.write {
+        WriteState::Failed(e) => Error::Io(duplicate_io(e)),
+        _ => Error::Closed,
+    }
+}

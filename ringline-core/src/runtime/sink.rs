@@ -1,0 +1,38 @@
+//! The core's [`CompletionSink`]: backend completions applied to the connection table.
+
+use super::core::Core;
+use crate::driver::{Completion, CompletionSink};
+use crate::metrics::WorkerCounters;
+
+/// Applies completions to one worker's state.
+pub(crate) struct CoreSink<'a> {
+    pub(crate) core: &'a Core,
+}
+
+impl CompletionSink for CoreSink<'_> {
+    fn complete(&mut self, c: Completion<'_>) {
+        let core = self.core;
+        let counters = core.counters();
+        let mut conns = core.conns.borrow_mut();
+        match c {
+            Completion::Recv { conn, data } => {
+                let n = conns.on_recv(conn, data);
+                WorkerCounters::add(&counters.bytes_received, n as u64);
+            }
+            Completion::RecvEnd { conn, result } => conns.on_recv_end(conn, result),
+            Completion::RecvStarved { .. } => {}
+            Completion::Sent { conn, buf, result } => {
+                let mut pool = core.pool.borrow_mut();
+                let n = conns.on_sent(conn, buf, result, &mut pool);
+                WorkerCounters::add(&counters.bytes_sent, n as u64);
+            }
+            Completion::Connected { conn, result } => {
+                conns.on_connected(conn, result);
+            }
+            Completion::Closed { conn } => {
+                let mut pool = core.pool.borrow_mut();
+                conns.on_closed(conn, &mut pool);
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `cargo xtask lint`: rustfmt, clippy per feature configuration, and rustdoc, all with warnings denied.
+
+use std::path::Path;
+
+use crate::cmd::{Cargo, StepResult};
+use crate::manifest;
+
+/// Clippy runs, one per feature configuration; each gets `--all-targets -- -D warnings` appended.
+const CLIPPY_CONFIGURATIONS: &[&[&str]] = &[
+    &["--workspace"],
+    &["-p", "ringline", "--no-default-features", "--features", "mio"],
+    &["-p", "ringline", "--features", "uring,mio"],
+];
+
+/// Runs each lint step in turn and stops at the first failure.
+pub(crate) fn run(root: &Path) -> StepResult {
+    Cargo::new(root, &["fmt", "--all", "--", "--check"]).run()?;
+    for configuration in CLIPPY_CONFIGURATIONS {
+        clippy(root, configuration)?;
+    }
+    if manifest::has_feature(&manifest::read(&root.join("ringline-core/Cargo.toml"))?, "testing") {
+        clippy(root, &["-p", "ringline-core", "--features", "testing"])?;
+    }
+    Cargo::new(root, &["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings").run()
+}
+
+/// `cargo clippy <selection> --all-targets -- -D warnings`.
+fn clippy(root: &Path, selection: &[&str]) -> StepResult {
+    let mut args = vec!["clippy"];
+    args.extend_from_slice(selection);
+    args.extend_from_slice(&["--all-targets", "--", "-D", "warnings"]);
+    Cargo::new(root, &args).run()
+}
