@@ -154,6 +154,13 @@ impl Error {
             Error::ConnectTimeout => Error::ConnectTimeout,
             Error::IdleTimeout => Error::IdleTimeout,
             Error::ShuttingDown => Error::ShuttingDown,
+            Error::WorkerSetup { worker, reason } => {
+                Error::WorkerSetup { worker: *worker, reason: reason.clone() }
+            }
+            Error::Config { field, reason } => Error::Config { field, reason: reason.clone() },
+            Error::BackendUnavailable { backend, reason } => {
+                Error::BackendUnavailable { backend: *backend, reason: reason.clone() }
+            }
             other => Error::Io(io::Error::new(other.kind(), other.to_string())),
         }
     }

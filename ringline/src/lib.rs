@@ -1,1 +1,110 @@
-//! ringline facade (in progress).
+//! ringline: a thread-per-core async I/O runtime for Linux, on io_uring with a mio fallback.
+//!
+//! Write one [`AsyncEventHandler`], start it with [`RinglineBuilder`], and every worker thread
+//! runs its own backend instance, executor and handler. Connections never migrate between
+//! workers; their handles ([`ConnCtx`]) are `!Send`.
+//!
+//! # Backends
+//! The cargo feature `uring` (default) builds the io_uring backend, `mio` the mio backend
+//! (epoll/kqueue). With both, the backend is chosen at launch: `Config::backend`, overridden by
+//! `RINGLINE_BACKEND=auto|uring|mio`; `Auto` probes io_uring and falls back to mio with a
+//! warning. [`COMPILED_BACKENDS`] lists what this build has; [`backend()`] says what runs.
+//!
+//! # Example: a lossless echo server
+//! ```no_run
+//! use ringline::{AsyncEventHandler, Config, ConnCtx, RinglineBuilder};
+//!
+//! struct Echo;
+//!
+//! impl AsyncEventHandler for Echo {
+//!     fn create_for_worker(_worker: usize) -> Self {
+//!         Echo
+//!     }
+//!     fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+//!         async move {
+//!             loop {
+//!                 let data = match conn.recv().await {
+//!                     Ok(d) if !d.is_empty() => d,
+//!                     _ => break,
+//!                 };
+//!                 if conn.send_owned(data).await.is_err() {
+//!                     break;
+//!                 }
+//!             } // returning closes after the queued bytes are written
+//!         }
+//!     }
+//! }
+//!
+//! let (shutdown, workers) =
+//!     RinglineBuilder::new(Config::default()).bind("127.0.0.1:7878".parse().unwrap()).launch::<Echo>()?;
+//! println!("listening on {:?}", shutdown.local_addrs());
+//! for w in workers {
+//!     w.join().unwrap()?;
+//! }
+//! # Ok::<(), ringline::Error>(())
+//! ```
+
+#[cfg(not(any(feature = "uring", feature = "mio")))]
+compile_error!(
+    "ringline needs a backend: enable the `uring` feature (Linux io_uring, the default) or `mio` (epoll/kqueue), e.g. `--features mio`"
+);
+
+#[cfg(all(feature = "uring", not(feature = "mio"), not(target_os = "linux")))]
+compile_error!("the `uring` backend needs Linux; enable the `mio` feature on this platform");
+
+mod acceptor;
+mod launch;
+pub mod select;
+mod sys;
+
+pub use launch::{Launched, RinglineBuilder};
+pub use ringline_core::buf::{GuardBox, SendGuard};
+pub use ringline_core::conn::{
+    CloseReason, ConnCtx, ConnToken, ConnectFuture, Flush, MAX_GUARDS, OwnedConn, Recv, SendBuilder,
+    SendFuture, WithBytes, WithData, connect, connect_with_timeout,
+};
+pub use ringline_core::executor::{TaskHandle, TaskId};
+pub use ringline_core::handler::{AsyncEventHandler, ParseResult, WorkerCtx};
+pub use ringline_core::join::{
+    Either, Either3, Join, Join3, JoinAll, Select, Select3, join, join_all, join3, select, select3,
+};
+pub use ringline_core::metrics::{AcceptorMetrics, RuntimeMetrics, WorkerMetrics};
+pub use ringline_core::time::{
+    Deadline, Elapsed, Interval, Sleep, Timeout, TimerExhausted, interval, sleep, sleep_until, timeout,
+    timeout_at, try_sleep, try_sleep_until, try_timeout, try_timeout_at,
+};
+pub use ringline_core::{
+    Backend, BackendChoice, Config, ConfigBuilder, Error, ShutdownHandle, ShutdownSignal, WorkerHandle,
+    YieldNow, current_task, current_worker, request_shutdown, shutdown_requested, shutdown_signal, spawn,
+    worker_id, yield_now,
+};
+pub use ringline_core::{Driver, driver};
+
+/// `Bytes`, as returned by `ConnCtx::recv` and `with_bytes`.
+pub use bytes::Bytes;
+
+/// The backend this build prefers: io_uring when the `uring` feature is on, else mio.
+/// With both features the one actually running is chosen at launch; see [`backend()`].
+#[cfg(feature = "uring")]
+pub const BACKEND: Backend = Backend::Uring;
+/// The backend this build prefers: io_uring when the `uring` feature is on, else mio.
+#[cfg(not(feature = "uring"))]
+pub const BACKEND: Backend = Backend::Mio;
+
+/// The backends compiled into this build.
+pub const COMPILED_BACKENDS: &[Backend] = &[
+    #[cfg(feature = "uring")]
+    Backend::Uring,
+    #[cfg(feature = "mio")]
+    Backend::Mio,
+];
+
+/// The backend the current worker runs; `None` off a worker.
+pub fn backend() -> Option<Backend> {
+    ringline_core::current_backend()
+}
+
+/// The current worker's metrics; `None` off a worker.
+pub fn metrics() -> Option<WorkerMetrics> {
+    ringline_core::worker_metrics()
+}

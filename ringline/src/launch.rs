@@ -1,0 +1,246 @@
+//! `RinglineBuilder`: transactional launch of workers, listeners and acceptors on the chosen
+//! backend. The only place with backend `cfg`s.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use ringline_core::{
+    AsyncEventHandler, Backend, Config, Driver, Error, RuntimeShared, ShutdownHandle, WorkerHandle,
+};
+use ringline_core::{WorkerParams, run_worker};
+
+use crate::acceptor::{self, AcceptOpts};
+use crate::select::{self, Availability};
+use crate::sys;
+
+/// What `launch` returns: the shutdown handle and one join handle per worker.
+pub type Launched = (ShutdownHandle, Vec<JoinHandle<Result<(), Error>>>);
+
+/// Builds and starts a ringline runtime.
+///
+/// ```no_run
+/// # use ringline::{AsyncEventHandler, Config, ConnCtx, RinglineBuilder};
+/// struct Echo;
+/// impl AsyncEventHandler for Echo {
+///     fn create_for_worker(_worker: usize) -> Self { Echo }
+///     fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+///         async move {
+///             while let Ok(data) = conn.recv().await {
+///                 if data.is_empty() || conn.send_owned(data).await.is_err() { break; }
+///             }
+///         }
+///     }
+/// }
+/// let (shutdown, workers) = RinglineBuilder::new(Config::default())
+///     .bind("127.0.0.1:7878".parse().unwrap())
+///     .launch::<Echo>()?;
+/// # drop(shutdown); for w in workers { let _ = w.join(); }
+/// # Ok::<(), ringline::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RinglineBuilder {
+    config: Config,
+    binds: Vec<SocketAddr>,
+}
+
+impl RinglineBuilder {
+    /// A builder with `config` and no listeners (a client-only runtime until `bind`).
+    pub fn new(config: Config) -> Self {
+        RinglineBuilder { config, binds: Vec::new() }
+    }
+
+    /// Adds a TCP listener; repeatable. Port 0 picks a free port (see `local_addrs`).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.binds.push(addr);
+        self
+    }
+
+    /// Starts the runtime on the backend chosen from the config, `RINGLINE_BACKEND` and the
+    /// io_uring probe. Returns once every worker serves.
+    ///
+    /// # Errors
+    /// `Config`, `BackendUnavailable`, `ResourceLimit`, `WorkerSetup`, `Bind`: on any failure
+    /// everything started is stopped and joined first.
+    pub fn launch<H: AsyncEventHandler>(self) -> Result<Launched, Error> {
+        self.config.validate()?;
+        let env = select::parse_env(std::env::var(select::BACKEND_ENV).ok().as_deref())?;
+        let avail = availability(env.unwrap_or(self.config.backend()));
+        let (backend, warning) = select::choose(self.config.backend(), env, &avail)?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        match backend {
+            #[cfg(all(feature = "uring", target_os = "linux"))]
+            Backend::Uring => match self.launch_with_backend::<ringline_uring::UringDriver, H>() {
+                Err(e @ Error::WorkerSetup { .. }) if auto_may_fall_back(&self.config, env) => {
+                    tracing::warn!("io_uring worker setup failed ({e}); retrying once with mio");
+                    self.launch_mio::<H>()
+                }
+                other => other,
+            },
+            Backend::Mio => self.launch_mio::<H>(),
+            other => Err(Error::BackendUnavailable { backend: other, reason: "not compiled in".into() }),
+        }
+    }
+
+    #[cfg(feature = "mio")]
+    fn launch_mio<H: AsyncEventHandler>(&self) -> Result<Launched, Error> {
+        self.launch_with_backend::<ringline_mio::MioDriver, H>()
+    }
+
+    #[cfg(not(feature = "mio"))]
+    fn launch_mio<H: AsyncEventHandler>(&self) -> Result<Launched, Error> {
+        Err(Error::BackendUnavailable {
+            backend: Backend::Mio,
+            reason: "the `mio` feature is not enabled".into(),
+        })
+    }
+
+    /// Starts the runtime over any [`Driver`] (for custom backends and tests).
+    ///
+    /// # Errors
+    /// As [`RinglineBuilder::launch`].
+    pub fn launch_with<D: Driver, H: AsyncEventHandler>(self) -> Result<Launched, Error> {
+        self.config.validate()?;
+        self.launch_with_backend::<D, H>()
+    }
+
+    fn launch_with_backend<D: Driver, H: AsyncEventHandler>(&self) -> Result<Launched, Error> {
+        let cfg = &self.config;
+        let workers = cfg.resolved_workers();
+        let needed = sys::open_fds() + (workers as u64) * (cfg.max_connections() as u64 + 16) + 64;
+        sys::ensure_nofile(needed).map_err(|(needed, available)| Error::ResourceLimit {
+            resource: "RLIMIT_NOFILE",
+            needed,
+            available,
+        })?;
+        let runtime = RuntimeShared::new();
+        runtime.set_backend(Backend::from_driver_name(D::NAME));
+        let acceptors = Arc::new(Mutex::new(Vec::new()));
+        let mut started =
+            Started { runtime: runtime.clone(), threads: Vec::new(), acceptors: acceptors.clone() };
+        let handles = started.spawn_workers::<D, H>(cfg, workers)?;
+        runtime.register_workers(&handles);
+        let mut addrs = Vec::new();
+        for &addr in &self.binds {
+            let listener =
+                Arc::new(sys::listen(addr, cfg.backlog()).map_err(|source| Error::Bind { addr, source })?);
+            addrs.push(listener.local_addr().map_err(|source| Error::Bind { addr, source })?);
+            let wake = listener.clone();
+            runtime.on_shutdown(Box::new(move || sys::wake_acceptor(&wake)));
+            let (ws, rt, opts) =
+                (handles.clone(), runtime.clone(), AcceptOpts { nodelay: cfg.tcp_nodelay() });
+            let name = format!("ringline-accept-{}", addrs.last().map_or(0, SocketAddr::port));
+            let t = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || acceptor::run(listener, ws, rt, opts))
+                .map_err(|e| Error::WorkerSetup { worker: 0, reason: format!("acceptor thread: {e}") })?;
+            acceptors.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+        }
+        runtime.set_local_addrs(addrs.clone());
+        tracing::info!(backend = D::NAME, workers, ?addrs, "ringline launched");
+        let threads = std::mem::take(&mut started.threads);
+        Ok((ShutdownHandle::new(runtime, cfg.shutdown_timeout()), threads))
+    }
+}
+
+/// True when `Auto` chose io_uring and a failed ring setup may retry on mio.
+fn auto_may_fall_back(cfg: &Config, env: Option<ringline_core::BackendChoice>) -> bool {
+    cfg!(feature = "mio") && env.unwrap_or(cfg.backend()) == ringline_core::BackendChoice::Auto
+}
+
+fn availability(choice: ringline_core::BackendChoice) -> Availability {
+    let uring_compiled = cfg!(all(feature = "uring", target_os = "linux"));
+    let uring_probe = if uring_compiled && choice != ringline_core::BackendChoice::Mio {
+        probe_uring()
+    } else {
+        Err("not probed".into())
+    };
+    Availability { uring_compiled, mio_compiled: cfg!(feature = "mio"), uring_probe }
+}
+
+#[cfg(all(feature = "uring", target_os = "linux"))]
+fn probe_uring() -> Result<(), String> {
+    ringline_uring::available()
+}
+
+#[cfg(not(all(feature = "uring", target_os = "linux")))]
+fn probe_uring() -> Result<(), String> {
+    Err("io_uring not compiled in".into())
+}
+
+/// Worker threads started so far; stopped and joined if the launch fails.
+struct Started {
+    runtime: Arc<RuntimeShared>,
+    threads: Vec<JoinHandle<Result<(), Error>>>,
+    /// Acceptor threads; every worker joins them when it ends, so joining the workers joins them.
+    acceptors: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Started {
+    fn spawn_workers<D: Driver, H: AsyncEventHandler>(
+        &mut self,
+        cfg: &Config,
+        workers: usize,
+    ) -> Result<Vec<WorkerHandle>, Error> {
+        let (tx, rx) = mpsc::channel();
+        for i in 0..workers {
+            let params = WorkerParams {
+                cfg: cfg.clone(),
+                worker: i,
+                runtime: self.runtime.clone(),
+                ready: tx.clone(),
+            };
+            let pin = cfg.pin_workers().then_some(cfg.core_offset() + i);
+            let acceptors = self.acceptors.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("ringline-w{i}"))
+                .spawn(move || worker_main::<D, H>(params, pin, &acceptors))
+                .map_err(|e| Error::WorkerSetup { worker: i, reason: format!("spawn: {e}") })?;
+            self.threads.push(t);
+        }
+        drop(tx);
+        let mut handles: Vec<Option<WorkerHandle>> = vec![None; workers];
+        for _ in 0..workers {
+            let (i, r) =
+                rx.recv().map_err(|_| Error::WorkerSetup { worker: 0, reason: "worker exited".into() })?;
+            handles[i] = Some(r?);
+        }
+        Ok(handles.into_iter().map(|h| h.expect("every worker reported")).collect())
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.runtime.begin_shutdown(Instant::now());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker_main<D: Driver, H: AsyncEventHandler>(
+    params: WorkerParams,
+    pin: Option<usize>,
+    acceptors: &Mutex<Vec<JoinHandle<()>>>,
+) -> Result<(), Error> {
+    if let Some(n) = pin {
+        if let Err(e) = sys::pin_to_nth_cpu(n) {
+            let err =
+                Error::WorkerSetup { worker: params.worker, reason: format!("pinning to CPU #{n}: {e}") };
+            let _ = params.ready.send((params.worker, Err(err.duplicate())));
+            return Err(err);
+        }
+    }
+    let result = run_worker::<D, H>(params);
+    let ended = std::mem::take(&mut *acceptors.lock().unwrap_or_else(|e| e.into_inner()));
+    for a in ended {
+        let _ = a.join();
+    }
+    result
+}
