@@ -8,10 +8,10 @@ use std::io;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use io_uring::types::{SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode, types};
 
 use crate::buf_ring::BufRing;
+use crate::ring::Ring;
 
 /// io_uring features the driver cares about, as found by [`probe`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,7 +82,7 @@ pub(crate) fn describe_setup_error(e: &io::Error) -> String {
 }
 
 fn run_probe() -> Result<Features, String> {
-    let mut ring: IoUring = IoUring::new(8).map_err(|e| describe_setup_error(&e))?;
+    let mut ring = Ring::plain(8).map_err(|e| describe_setup_error(&e))?;
     let params = ring.params();
     let mut f = Features {
         ext_arg: params.is_feature_ext_arg(),
@@ -130,7 +130,7 @@ fn run_probe() -> Result<Features, String> {
 /// Arms a multishot receive on a socket pair holding one byte and a FIN and waits (at most one
 /// second) for its terminal completion. `Some(true)`: multishot works; `Some(false)`: the kernel
 /// rejected it; `None`: it did not finish in time.
-fn try_multishot(ring: &mut IoUring, bufs: &mut BufRing) -> Option<bool> {
+fn try_multishot(ring: &mut Ring, bufs: &mut BufRing) -> Option<bool> {
     let mut sv = [-1; 2];
     // SAFETY:
     // - `sv` is a writable array of two c_ints, as socketpair(2) requires.
@@ -153,10 +153,12 @@ fn try_multishot(ring: &mut IoUring, bufs: &mut BufRing) -> Option<bool> {
         libc::shutdown(sv[1], libc::SHUT_WR);
     }
     let entry = opcode::RecvMulti::new(types::Fd(sv[0]), bufs.bgid()).build().user_data(1);
+    let mut full = false;
     // SAFETY:
     // - the multishot receive names no memory of ours besides the registered buffer ring, which
-    //   outlives it (the caller leaks the ring if no terminal completion arrives).
-    let pushed = unsafe { ring.submission().push(&entry).is_ok() };
+    //   outlives it (the caller leaks the ring if no terminal completion arrives);
+    // - `sv[0]` is closed only after the terminal completion, or after the ring gave up on it.
+    let pushed = unsafe { ring.push_entry(&entry, &mut full) };
     let mut result = if pushed { None } else { Some(false) };
     let deadline = Instant::now() + Duration::from_secs(1);
     let mut saw_data = false;
@@ -165,18 +167,13 @@ fn try_multishot(ring: &mut IoUring, bufs: &mut BufRing) -> Option<bool> {
         if left.is_zero() {
             break;
         }
-        let ts = Timespec::new().sec(left.as_secs()).nsec(left.subsec_nanos());
-        let args = SubmitArgs::new().timespec(&ts);
-        match ring.submitter().submit_with_args(1, &args) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN)
-                ) => {}
+        match ring.submit_and_wait(Some(left)) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)) => {}
             Err(_) => break,
         }
-        let cqes: Vec<cqueue::Entry> = ring.completion().collect();
+        let mut cqes = Vec::new();
+        ring.reap(&mut cqes, 64);
         for cqe in cqes {
             if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
                 if bufs.taken(bid) {

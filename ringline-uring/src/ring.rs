@@ -71,6 +71,16 @@ impl Ring {
         Err(last)
     }
 
+    /// A small ring without optional flags (used by the probe).
+    pub(crate) fn plain(entries: u32) -> io::Result<Ring> {
+        Ok(Ring { ring: IoUring::new(entries)?, mode: SetupMode::Plain })
+    }
+
+    /// The kernel's parameters of this ring.
+    pub(crate) fn params(&self) -> &io_uring::Parameters {
+        self.ring.params()
+    }
+
     /// The flags the ring was set up with.
     pub(crate) fn mode(&self) -> SetupMode {
         self.mode
@@ -115,11 +125,13 @@ impl Ring {
         unsafe { self.ring.submission().push(entry) }.is_ok()
     }
 
-    /// True when at least one more entry fits, after submitting once if the SQ was full.
-    pub(crate) fn ensure_room(&mut self) -> bool {
+    /// True when at least one more entry fits, after submitting once if the SQ was full (then
+    /// `*full` is set).
+    pub(crate) fn ensure_room(&mut self, full: &mut bool) -> bool {
         if !self.ring.submission().is_full() {
             return true;
         }
+        *full = true;
         let _ = self.ring.submit();
         !self.ring.submission().is_full()
     }

@@ -62,7 +62,8 @@ mod tests {
         assert!(p.alloc().is_none());
         let ptr = a.as_ptr();
         p.release(a);
-        assert_eq!(p.alloc().unwrap().as_ptr(), ptr);
+        let again = p.alloc().unwrap();
+        assert_eq!(again.as_ptr(), ptr);
         p.release(b);
     }
 }

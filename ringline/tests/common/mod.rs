@@ -1,0 +1,153 @@
+//! Shared helpers of the facade's integration tests: launching, watchdogs, fd baselines.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ringline::{AsyncEventHandler, Config, ConfigBuilder, ConnCtx, Error, RinglineBuilder, ShutdownHandle};
+
+/// Aborts the process with the test's name if the guard is not dropped within `secs`.
+pub struct Watchdog(Option<mpsc::Sender<()>>);
+
+impl Watchdog {
+    pub fn new(name: &'static str, secs: u64) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
+                eprintln!("WATCHDOG: test `{name}` hung for {secs}s on backend {}", backend_label());
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The backend this test run asked for (for failure messages).
+pub fn backend_label() -> String {
+    std::env::var("RINGLINE_BACKEND").unwrap_or_else(|_| format!("default ({:?})", ringline::BACKEND))
+}
+
+/// A running server under test.
+pub struct Server {
+    pub shutdown: ShutdownHandle,
+    pub handles: Vec<JoinHandle<Result<(), Error>>>,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Launches handler `H` on 127.0.0.1:0 with `cfg` (workers default to 2 when unset).
+    pub fn start<H: AsyncEventHandler>(cfg: ConfigBuilder) -> Server {
+        let cfg = cfg.build().expect("valid test config");
+        let cfg = if cfg.workers() == 0 { rebuild_workers(cfg, 2) } else { cfg };
+        let (shutdown, handles) = RinglineBuilder::new(cfg)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .launch::<H>()
+            .unwrap_or_else(|e| panic!("launch failed on {}: {e}", backend_label()));
+        let addr = shutdown.local_addrs()[0];
+        Server { shutdown, handles, addr }
+    }
+
+    /// Graceful shutdown; asserts every worker joins cleanly.
+    pub fn stop(self) {
+        self.shutdown.shutdown_with_deadline(Duration::from_secs(5));
+        for h in self.handles {
+            h.join().expect("worker thread panicked").unwrap_or_else(|e| panic!("worker error on {}: {e}", backend_label()));
+        }
+    }
+}
+
+fn rebuild_workers(_cfg: Config, n: usize) -> Config {
+    // Config has no setters after build; tests that care pass `workers` explicitly.
+    Config::builder().workers(n).build().unwrap()
+}
+
+/// A test config with 2 workers and small, test-friendly sizes.
+pub fn config() -> ConfigBuilder {
+    Config::builder().workers(2).max_connections(4096)
+}
+
+/// The lossless echo handler of the README.
+pub struct Echo;
+
+impl AsyncEventHandler for Echo {
+    fn create_for_worker(_worker: usize) -> Self {
+        Echo
+    }
+    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+        echo_loop(conn)
+    }
+}
+
+pub async fn echo_loop(conn: ConnCtx) {
+    loop {
+        let data = match conn.recv().await {
+            Ok(d) if !d.is_empty() => d,
+            _ => break,
+        };
+        if conn.send_owned(data).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Connects with read/write timeouts so a broken server fails the test instead of hanging it.
+pub fn client(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect on {}: {e}", backend_label()));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Writes `data`, then reads exactly `data.len()` bytes back and checks them.
+pub fn round_trip(s: &mut TcpStream, data: &[u8]) {
+    s.write_all(data).unwrap();
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).unwrap_or_else(|e| panic!("read back on {}: {e}", backend_label()));
+    assert!(back == data, "echo mismatch on {}", backend_label());
+}
+
+/// Deterministic bytes for stream `id`.
+pub fn pattern(id: u64, len: usize) -> Vec<u8> {
+    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Open file descriptors of this process.
+pub fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Polls `f` every 10 ms for up to `secs` until it returns true.
+pub fn settle(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}

@@ -1,0 +1,69 @@
+//! Descriptor and thread accounting: connect/close churn and shutdown with open connections
+//! return the process to its baseline. One test at a time (they count process-wide fds).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Mutex;
+
+use common::{Echo, Server, Watchdog, backend_label, client, config, fd_count, settle, thread_count};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn ten_thousand_connect_close_cycles_leak_no_fd() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("ten_thousand_connect_close_cycles_leak_no_fd", 120);
+    let server = Server::start::<Echo>(config());
+    let mut warm = client(server.addr);
+    warm.write_all(b"warm").unwrap();
+    let mut b = [0u8; 4];
+    warm.read_exact(&mut b).unwrap();
+    drop(warm);
+    let open = |s: &Server| s.shutdown.metrics().workers.iter().map(|w| w.connections_open).sum::<u64>();
+    assert!(settle(5, || open(&server) == 0), "warm-up connection not released on {}", backend_label());
+    let baseline = fd_count();
+    for i in 0..10_000u32 {
+        let mut c = client(server.addr);
+        if i % 10 == 0 {
+            c.write_all(b"ping").unwrap();
+            c.read_exact(&mut b).unwrap();
+        }
+    }
+    let settled = settle(10, || open(&server) == 0 && fd_count() <= baseline);
+    assert!(
+        settled,
+        "fds {} vs baseline {baseline}, connections_open {} on {}",
+        fd_count(),
+        open(&server),
+        backend_label()
+    );
+    let closed: u64 = server.shutdown.metrics().workers.iter().map(|w| w.connections_closed).sum();
+    assert!(closed >= 10_000, "connections_closed {closed}");
+    server.stop();
+}
+
+#[test]
+fn shutdown_with_open_connections_joins_and_restores_baseline() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("shutdown_with_open_connections_joins_and_restores_baseline", 60);
+    let fds = fd_count();
+    let threads = thread_count();
+    let server = Server::start::<Echo>(config());
+    let addr = server.addr;
+    let mut conns: Vec<_> = (0..50).map(|_| client(addr)).collect();
+    for c in conns.iter_mut() {
+        c.write_all(b"hi").unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+    }
+    server.stop();
+    for c in conns.iter_mut() {
+        let mut b = [0u8; 1];
+        assert_eq!(c.read(&mut b).unwrap_or(0), 0, "connection must see EOF after shutdown");
+    }
+    drop(conns);
+    assert!(settle(5, || fd_count() <= fds), "fds {} vs {fds} on {}", fd_count(), backend_label());
+    assert!(settle(5, || thread_count() <= threads), "threads {} vs {threads}", thread_count());
+    std::net::TcpListener::bind(addr).expect("the port is free again after shutdown");
+}
