@@ -91,6 +91,7 @@ impl RinglineBuilder {
     }
 
     #[cfg(not(feature = "mio"))]
+    #[allow(clippy::extra_unused_type_parameters, reason = "same signature as with the mio feature")]
     fn launch_mio<H: AsyncEventHandler>(&self) -> Result<Launched, Error> {
         Err(Error::BackendUnavailable {
             backend: Backend::Mio,
@@ -147,6 +148,7 @@ impl RinglineBuilder {
 }
 
 /// True when `Auto` chose io_uring and a failed ring setup may retry on mio.
+#[cfg(all(feature = "uring", target_os = "linux"))]
 fn auto_may_fall_back(cfg: &Config, env: Option<ringline_core::BackendChoice>) -> bool {
     cfg!(feature = "mio") && env.unwrap_or(cfg.backend()) == ringline_core::BackendChoice::Auto
 }

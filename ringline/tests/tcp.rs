@@ -44,7 +44,13 @@ fn echoes_a_64_mib_stream_read_concurrently() {
             break;
         }
         for (i, b) in buf[..n].iter().enumerate() {
-            assert_eq!(*b, expected[(got + i) % expected.len()], "byte {} differs on {}", got + i, backend_label());
+            assert_eq!(
+                *b,
+                expected[(got + i) % expected.len()],
+                "byte {} differs on {}",
+                got + i,
+                backend_label()
+            );
         }
         got += n;
     }
@@ -68,7 +74,11 @@ fn thousand_concurrent_connections_each_get_their_own_bytes() {
                 for (i, c) in conns.iter_mut().enumerate() {
                     let mut back = vec![0u8; 4096];
                     c.read_exact(&mut back).unwrap();
-                    assert!(back == pattern(t * 1000 + i as u64, 4096), "payload mix-up on {}", backend_label());
+                    assert!(
+                        back == pattern(t * 1000 + i as u64, 4096),
+                        "payload mix-up on {}",
+                        backend_label()
+                    );
                 }
             })
         })
@@ -235,7 +245,10 @@ fn tiny_receive_pool_under_200_connections_loses_nothing() {
     let exhausted: u64 = m.workers.iter().map(|w| w.recv_buffer_exhausted).sum();
     let rearmed: u64 = m.workers.iter().map(|w| w.recv_rearms_after_refill + w.recv_rearms).sum();
     let iterations: u64 = m.workers.iter().map(|w| w.loop_iterations).sum();
-    eprintln!("tiny pool on {}: exhausted={exhausted} rearms={rearmed} loop_iterations={iterations}", backend_label());
+    eprintln!(
+        "tiny pool on {}: exhausted={exhausted} rearms={rearmed} loop_iterations={iterations}",
+        backend_label()
+    );
     if m.workers[0].backend == Some(ringline::Backend::Uring) {
         assert!(exhausted > 0, "a 4-buffer ring must run dry under this load");
         assert!(rearmed > 0, "starved receives must be re-armed");

@@ -62,7 +62,9 @@ impl Server {
     pub fn stop(self) {
         self.shutdown.shutdown_with_deadline(Duration::from_secs(5));
         for h in self.handles {
-            h.join().expect("worker thread panicked").unwrap_or_else(|e| panic!("worker error on {}: {e}", backend_label()));
+            h.join()
+                .expect("worker thread panicked")
+                .unwrap_or_else(|e| panic!("worker error on {}: {e}", backend_label()));
         }
     }
 }
