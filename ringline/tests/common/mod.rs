@@ -153,3 +153,49 @@ pub fn settle(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// A client-only runtime (no listener) with one worker.
+pub fn client_runtime(cfg: ConfigBuilder) -> (ShutdownHandle, Vec<JoinHandle<Result<(), Error>>>) {
+    RinglineBuilder::new(cfg.workers(1).build().unwrap())
+        .launch::<Idle>()
+        .unwrap_or_else(|e| panic!("launch failed on {}: {e}", backend_label()))
+}
+
+/// A handler with no connections of its own.
+pub struct Idle;
+
+impl AsyncEventHandler for Idle {
+    fn create_for_worker(_worker: usize) -> Self {
+        Idle
+    }
+    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+        echo_loop(conn)
+    }
+}
+
+/// Runs the future made by `f` on worker 0 and returns its output (watchdog: 30 s).
+pub fn on_worker<T, F, Fut>(shutdown: &ShutdownHandle, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    shutdown
+        .worker(0)
+        .expect("worker 0")
+        .spawn(move || async move {
+            let _ = tx.send(f().await);
+        })
+        .expect("remote spawn");
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("worker task did not finish on {}", backend_label()))
+}
+
+/// Stops a runtime and joins its workers.
+pub fn stop(shutdown: ShutdownHandle, handles: Vec<JoinHandle<Result<(), Error>>>) {
+    shutdown.shutdown_with_deadline(Duration::from_secs(5));
+    for h in handles {
+        h.join().expect("worker panicked").expect("worker error");
+    }
+}
