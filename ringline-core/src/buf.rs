@@ -159,6 +159,16 @@ impl SendBuf {
     pub fn new() -> Self {
         SendBuf::default()
     }
+    /// A buffer over `parts` (reusing the vector's allocation).
+    pub fn from_parts(parts: Vec<SendPart>) -> Self {
+        let total = parts.iter().map(SendPart::len).sum();
+        let mut buf = SendBuf { parts, first: 0, total, sent: 0 };
+        while buf.first < buf.parts.len() && buf.parts[buf.first].is_empty() {
+            buf.first += 1;
+        }
+        buf
+    }
+
     /// Appends a part; empty parts are kept (their memory is released with the buffer).
     pub fn push(&mut self, part: SendPart) {
         self.total += part.len();

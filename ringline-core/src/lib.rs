@@ -20,6 +20,8 @@ pub mod handler;
 pub mod join;
 pub mod metrics;
 mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 
 pub use backend::{Backend, BackendChoice};

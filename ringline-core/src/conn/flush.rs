@@ -5,7 +5,7 @@
 //! backend calls and keeps the per-connection rules (one write in flight, FIN after the queue,
 //! close after the queue) in one place.
 
-use crate::buf::SendBuf;
+use crate::buf::{SendBuf, SendPart};
 use crate::conn::CloseReason;
 use crate::conn::state::{CloseMode, Conn, Phase, WriteState};
 use crate::conn::table::ConnTable;
@@ -28,13 +28,14 @@ impl ConnTable {
     pub(crate) fn flush(&mut self, acc_limit: usize, ops: &mut Vec<Op>, report: &mut FlushReport) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &index in &dirty {
-            let c = self.slot_mut(index);
+            let c = &mut self.slots[index as usize];
             c.dirty = false;
             if c.phase == Phase::Free {
                 continue;
             }
             let key = ConnKey { index, generation: c.generation };
-            if flush_one(key, c, acc_limit, ops) {
+            let spare = &mut self.spare_parts;
+            if flush_one(key, c, acc_limit, ops, spare) {
                 report.paused += 1;
             }
             if c.phase == Phase::Closed && !c.held {
@@ -51,7 +52,13 @@ impl ConnTable {
 }
 
 /// One slot; returns true when it paused receiving.
-fn flush_one(key: ConnKey, c: &mut Conn, acc_limit: usize, ops: &mut Vec<Op>) -> bool {
+fn flush_one(
+    key: ConnKey,
+    c: &mut Conn,
+    acc_limit: usize,
+    ops: &mut Vec<Op>,
+    spare: &mut Vec<Vec<SendPart>>,
+) -> bool {
     match c.phase {
         Phase::Connecting if c.close.is_some() && !c.close_submitted => {
             c.close_submitted = true;
@@ -59,12 +66,18 @@ fn flush_one(key: ConnKey, c: &mut Conn, acc_limit: usize, ops: &mut Vec<Op>) ->
             ops.push(Op::Close { conn: key, abort: true });
             false
         }
-        Phase::Open => flush_open(key, c, acc_limit, ops),
+        Phase::Open => flush_open(key, c, acc_limit, ops, spare),
         _ => false,
     }
 }
 
-fn flush_open(key: ConnKey, c: &mut Conn, acc_limit: usize, ops: &mut Vec<Op>) -> bool {
+fn flush_open(
+    key: ConnKey,
+    c: &mut Conn,
+    acc_limit: usize,
+    ops: &mut Vec<Op>,
+    spare: &mut Vec<Vec<SendPart>>,
+) -> bool {
     let mut paused = false;
     if c.read_end.is_none() {
         let over = c.acc.len() >= acc_limit;
@@ -81,11 +94,10 @@ fn flush_open(key: ConnKey, c: &mut Conn, acc_limit: usize, ops: &mut Vec<Op>) -
     }
     let aborting = c.close == Some(CloseMode::Abort);
     if !c.in_flight && !c.queue.is_empty() && !aborting {
-        let mut buf = SendBuf::new();
         let n = c.queue.len().min(MAX_PARTS_PER_WRITE);
-        for part in c.queue.drain(..n) {
-            buf.push(part);
-        }
+        let mut parts = spare.pop().unwrap_or_default();
+        parts.extend(c.queue.drain(..n));
+        let buf = SendBuf::from_parts(parts);
         c.in_flight = true;
         ops.push(Op::Send { conn: key, buf });
     }

@@ -79,7 +79,7 @@ fn copy_in(c: &mut Conn, pool: &mut SendPool, mut data: &[u8], allow_heap: bool)
 }
 
 /// Commits every piece; returns the stream offset after its last byte.
-fn commit(core: &Core, c: &mut Conn, pieces: Vec<Piece<'_>>) -> u64 {
+fn commit<'p>(core: &Core, c: &mut Conn, pieces: impl IntoIterator<Item = Piece<'p>>) -> u64 {
     let mut pool = core.pool.borrow_mut();
     let threshold = core.cfg.zero_copy_threshold();
     let mut heap = 0;
@@ -115,7 +115,10 @@ fn copy_len(core: &Core, pieces: &[Piece<'_>]) -> usize {
 }
 
 /// All-or-nothing, non-waiting send of `pieces`.
-fn send_now(conn: &ConnCtx, pieces: Vec<Piece<'_>>) -> Result<(), Error> {
+fn send_now<'p, P>(conn: &ConnCtx, pieces: P) -> Result<(), Error>
+where
+    P: AsRef<[Piece<'p>]> + IntoIterator<Item = Piece<'p>>,
+{
     let key = conn.key;
     conn.with_table(|core, conns| {
         let c = conns.get(key).ok_or(Error::InvalidConnection)?;
@@ -126,7 +129,7 @@ fn send_now(conn: &ConnCtx, pieces: Vec<Piece<'_>>) -> Result<(), Error> {
             WorkerCounters::add(&core.counters().send_queue_full, 1);
             return Err(Error::SendQueueFull);
         }
-        let need = copy_len(core, &pieces);
+        let need = copy_len(core, pieces.as_ref());
         let pool = core.pool.borrow();
         let room = tail_room(c) + pool.available() * pool.slot_size();
         drop(pool);
@@ -150,17 +153,34 @@ impl ConnCtx {
         if data.is_empty() {
             return self.with(|_, c| write_refusal(c).map_or(Ok(()), Err))?;
         }
-        send_now(self, vec![Piece::Copy(data)])
+        send_now(self, [Piece::Copy(data)])
     }
 
     /// Sends `data`; resolves with its length once every byte was acknowledged.
     pub fn send<'a>(&self, data: &'a [u8]) -> SendFuture<'a> {
-        SendFuture::start(*self, vec![Piece::Copy(data)])
+        SendFuture::start(*self, [Piece::Copy(data)])
     }
 
     /// Sends memory the runtime may keep; large guards are written without a copy.
     pub fn send_owned<G: SendGuard>(&self, data: G) -> SendFuture<'static> {
-        SendFuture::start(*self, vec![Piece::Guard(GuardBox::new(data))])
+        if self.copies_at_once(data.bytes().len()) {
+            // Copied during this call: the borrow of `data` ends here, so no box is needed.
+            let state = SendFuture::start(*self, [Piece::Copy(data.bytes())]).into_static();
+            if let Some(state) = state {
+                return SendFuture { conn: *self, state };
+            }
+        }
+        SendFuture::start(*self, [Piece::Guard(GuardBox::new(data))])
+    }
+
+    /// True when `len` bytes of a guard would be copied and admitted right now.
+    fn copies_at_once(&self, len: usize) -> bool {
+        self.with(|core, c| {
+            len < core.cfg.zero_copy_threshold()
+                && c.queued < core.cfg.send_queue_limit()
+                && c.admission.is_empty()
+        })
+        .unwrap_or(false)
     }
 
     /// A builder for one logical send made of copied and guarded parts.
@@ -244,8 +264,11 @@ pub struct SendFuture<'a> {
 }
 
 impl<'a> SendFuture<'a> {
-    fn start(conn: ConnCtx, pieces: Vec<Piece<'a>>) -> SendFuture<'a> {
-        let len: usize = pieces.iter().map(Piece::len).sum();
+    fn start<P>(conn: ConnCtx, pieces: P) -> SendFuture<'a>
+    where
+        P: AsRef<[Piece<'a>]> + IntoIterator<Item = Piece<'a>>,
+    {
+        let len: usize = pieces.as_ref().iter().map(Piece::len).sum();
         let key = conn.key;
         let r = conn.with_table(|core, conns| {
             let c = conns.get(key).ok_or(Error::InvalidConnection)?;
@@ -264,13 +287,27 @@ impl<'a> SendFuture<'a> {
             let ticket = c.next_ticket;
             c.next_ticket += 1;
             c.admission.push_back((ticket, std::task::Waker::noop().clone()));
-            Ok(SendState::Waiting { pieces, ticket, len })
+            Ok(SendState::Waiting { pieces: pieces.into_iter().collect(), ticket, len })
         });
         let state = match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) | Err(e) => SendState::Done(Some(Err(e))),
         };
         SendFuture { conn, state }
+    }
+}
+
+impl SendFuture<'_> {
+    /// The state without its borrow, when it holds no data (committed or finished).
+    fn into_static(mut self) -> Option<SendState<'static>> {
+        match std::mem::replace(&mut self.state, SendState::Done(None)) {
+            SendState::Committed { end, len } => Some(SendState::Committed { end, len }),
+            SendState::Done(r) => Some(SendState::Done(r)),
+            waiting @ SendState::Waiting { .. } => {
+                self.state = waiting;
+                None
+            }
+        }
     }
 }
 

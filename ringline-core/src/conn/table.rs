@@ -25,13 +25,15 @@ pub(crate) enum ConnDeadline {
 
 /// All connection slots of one worker.
 pub(crate) struct ConnTable {
-    slots: Vec<Conn>,
+    pub(crate) slots: Vec<Conn>,
     free: Vec<u32>,
     max: usize,
     open: usize,
     pub(crate) dirty: Vec<u32>,
     deadlines: BinaryHeap<Reverse<(Instant, u32, u32, ConnDeadline)>>,
     pub(crate) stale: u64,
+    /// Emptied part lists of finished writes, reused for the next ones.
+    pub(crate) spare_parts: Vec<Vec<SendPart>>,
 }
 
 impl ConnTable {
@@ -44,6 +46,7 @@ impl ConnTable {
             dirty: Vec::new(),
             deadlines: BinaryHeap::new(),
             stale: 0,
+            spare_parts: Vec::new(),
         }
     }
 
@@ -88,10 +91,6 @@ impl ConnTable {
             c.dirty = true;
             self.dirty.push(key.index);
         }
-    }
-
-    pub(crate) fn slot_mut(&mut self, index: u32) -> &mut Conn {
-        &mut self.slots[index as usize]
     }
 
     /// Every key in use (for shutdown).
@@ -185,7 +184,11 @@ impl ConnTable {
         pool: &mut SendPool,
     ) -> usize {
         let written = buf.total_len() - buf.remaining();
-        release_parts(buf.into_parts(), pool);
+        let mut parts = buf.into_parts();
+        release_parts(parts.drain(..), pool);
+        if self.spare_parts.len() < 64 {
+            self.spare_parts.push(parts);
+        }
         let Some(c) = self.get(key) else {
             self.stale += 1;
             return 0;
