@@ -148,7 +148,11 @@ fn slow_reader(addr: SocketAddr) -> Check {
         }
     }
     writer.join().map_err(|_| "writer panicked")?;
-    if all == expected { Ok(()) } else { Err(format!("slow reader got {} of {} bytes", all.len(), expected.len())) }
+    if all == expected {
+        Ok(())
+    } else {
+        Err(format!("slow reader got {} of {} bytes", all.len(), expected.len()))
+    }
 }
 
 fn cycles(addr: SocketAddr, n: usize) -> Check {

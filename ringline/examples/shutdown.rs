@@ -1,0 +1,65 @@
+//! Graceful drain on Ctrl-C: stop accepting, let connections finish, flush queued bytes.
+//!
+//! `cargo run -p ringline --example shutdown` then connect with `nc 127.0.0.1 7879`, type a
+//! line, and press Ctrl-C in the server's terminal: the client receives the goodbye line, then EOF.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ringline::{AsyncEventHandler, Config, ConnCtx, Either, RinglineBuilder, select, shutdown_signal};
+
+struct Greeter;
+
+impl AsyncEventHandler for Greeter {
+    fn create_for_worker(_worker: usize) -> Self {
+        Greeter
+    }
+
+    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+        async move {
+            loop {
+                match select(conn.recv(), shutdown_signal()).await {
+                    Either::Left(Ok(d)) if !d.is_empty() => {
+                        if conn.send(&d).await.is_err() {
+                            return;
+                        }
+                    }
+                    Either::Left(_) => return,
+                    Either::Right(()) => {
+                        // Queued before returning: written before the FIN (close waits for data).
+                        let _ = conn.send_nowait(b"server shutting down, goodbye\n");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let config = Config::builder().workers(1).shutdown_timeout(Duration::from_secs(5)).build()?;
+    let (shutdown, workers) =
+        RinglineBuilder::new(config).bind("127.0.0.1:7879".parse()?).launch::<Greeter>()?;
+    println!("listening on {:?}; Ctrl-C drains and exits", shutdown.local_addrs());
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("draining (deadline 5 s)");
+    shutdown.shutdown();
+    for w in workers {
+        w.join().map_err(|_| "worker panicked")??;
+    }
+    println!("all workers joined");
+    Ok(())
+}
