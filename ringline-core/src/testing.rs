@@ -127,6 +127,8 @@ struct NetState {
     inbound: HashMap<SocketAddr, usize>,
     /// Listening addresses, to pipes of outbound connections not yet accepted by the test.
     listeners: HashMap<SocketAddr, VecDeque<usize>>,
+    /// Addresses whose connects never complete (until the core closes the key).
+    blackholes: std::collections::HashSet<SocketAddr>,
     refuse: usize,
     refused: u64,
     injected: VecDeque<Injected>,
@@ -223,6 +225,19 @@ impl MockNet {
     /// Loopback socket errors; `WouldBlock` when the worker's accept queue is full or the worker
     /// is gone.
     pub fn connect_inbound(&self, worker: &WorkerHandle) -> io::Result<MockPeer> {
+        self.connect_inbound_with(worker, false)
+    }
+
+    /// Like [`MockNet::connect_inbound`], with the peer stalled from the start (see
+    /// [`MockPeer::stall`]), so not even the server's first bytes are accepted.
+    ///
+    /// # Errors
+    /// As [`MockNet::connect_inbound`].
+    pub fn connect_inbound_stalled(&self, worker: &WorkerHandle) -> io::Result<MockPeer> {
+        self.connect_inbound_with(worker, true)
+    }
+
+    fn connect_inbound_with(&self, worker: &WorkerHandle, stalled: bool) -> io::Result<MockPeer> {
         let (client, server) = {
             let mut lb = self.inner.loopback.lock().unwrap_or_else(|e| e.into_inner());
             if lb.is_none() {
@@ -235,7 +250,7 @@ impl MockNet {
         };
         let peer_addr = server.peer_addr()?;
         let id = self.poke(|st| {
-            st.pipes.push(Pipe { client: Some(client), ..Pipe::default() });
+            st.pipes.push(Pipe { client: Some(client), stalled, ..Pipe::default() });
             let id = st.pipes.len() - 1;
             st.inbound.insert(peer_addr, id);
             id
@@ -262,6 +277,14 @@ impl MockNet {
     pub fn unlisten(&self, addr: SocketAddr) {
         self.poke(|st| {
             st.listeners.remove(&addr);
+        });
+    }
+
+    /// Makes connects to `addr` hang until the core gives up (e.g. at its connect timeout) and
+    /// closes the key.
+    pub fn blackhole(&self, addr: SocketAddr) {
+        self.poke(|st| {
+            st.blackholes.insert(addr);
         });
     }
 
@@ -508,6 +531,8 @@ struct DConn {
     recv_ended: bool,
     send: Option<SendBuf>,
     write_shut: bool,
+    /// A connect to a black hole: no `Connected` until `Close`.
+    connecting: bool,
     /// The adopted stream, kept as the connection's identity until `Close`.
     _stream: Option<TcpStream>,
 }
@@ -613,6 +638,7 @@ impl MockDriver {
                         recv_ended: false,
                         send: None,
                         write_shut: false,
+                        connecting: false,
                         _stream: Some(stream),
                     },
                 );
@@ -621,7 +647,9 @@ impl MockDriver {
                 if !self.check_new_key(st, conn, "Connect") {
                     return;
                 }
+                let blackhole = st.blackholes.contains(&addr);
                 let pipe = match st.listeners.get(&addr) {
+                    _ if blackhole => None,
                     Some(_) => {
                         st.pipes.push(Pipe { key: Some(conn), worker: Some(self.worker), ..Pipe::default() });
                         let id = st.pipes.len() - 1;
@@ -647,6 +675,7 @@ impl MockDriver {
                         recv_ended: pipe.is_none(),
                         send: None,
                         write_shut: false,
+                        connecting: blackhole,
                         _stream: None,
                     },
                 );
@@ -707,6 +736,9 @@ impl MockDriver {
                     {}
                 }
                 let c = self.conns.remove(&k(conn)).expect("checked");
+                if c.connecting {
+                    out.push(Done::Connected(conn, Err(io::Error::from(io::ErrorKind::ConnectionAborted))));
+                }
                 if let Some(buf) = c.send {
                     let r = if buf.is_done() {
                         Ok(buf.total_len())

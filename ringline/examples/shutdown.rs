@@ -18,14 +18,16 @@ impl AsyncEventHandler for Greeter {
     fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
         async move {
             loop {
-                match select(conn.recv(), shutdown_signal()).await {
-                    Either::Left(Ok(d)) if !d.is_empty() => {
+                // Biased: the shutdown signal is polled first, so it wins over a read that would
+                // end with `ShuttingDown` in the same pass.
+                match select(shutdown_signal(), conn.recv()).await {
+                    Either::Right(Ok(d)) if !d.is_empty() => {
                         if conn.send(&d).await.is_err() {
                             return;
                         }
                     }
-                    Either::Left(_) => return,
-                    Either::Right(()) => {
+                    Either::Right(_) => return,
+                    Either::Left(()) => {
                         // Queued before returning: written before the FIN (close waits for data).
                         let _ = conn.send_nowait(b"server shutting down, goodbye\n");
                         return;

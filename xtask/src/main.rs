@@ -3,6 +3,7 @@
 //! Std only, so a fresh machine builds it in seconds. Each subcommand lives in its own module;
 //! this file finds the workspace root, parses the subcommand and dispatches in one `match`.
 
+mod bench;
 mod check_core;
 mod ci;
 mod cmd;
@@ -24,6 +25,7 @@ subcommands:
   lint                        rustfmt check, clippy -D warnings per configuration, rustdoc -D warnings
   check-core [--tree-file F]  fail if io-uring, mio or libc is in ringline-core's normal tree
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
+  bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
 ";
 
 /// Entry point: `cargo xtask <subcommand> [args]`.
@@ -42,6 +44,10 @@ fn main() -> ExitCode {
             Err(message) => return usage_error(&message),
         },
         ("tidy", []) => tidy::run(&root),
+        ("bench", args) => match bench::parse_args(args) {
+            Ok(options) => bench::run(&root, &options),
+            Err(message) => return usage_error(&message),
+        },
         ("help" | "-h" | "--help", []) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,7 +1,7 @@
 //! `cargo xtask tidy`: text checks over every `*.rs` file under each member crate's `src/`.
 //!
 //! 1. The first non-empty line is a `//!` module doc.
-//! 2. Each `unsafe` block or impl has a `// SAFETY:` comment within the 6 lines above it.
+//! 2. Each `unsafe` block or impl has a `// SAFETY:` comment above it: within 6 code lines, comment lines not counted.
 //! 3. No unfinished or debugging macros (to-do, unimplemented, dbg) are left in.
 //!
 //! The patterns are spelled with `concat!` so that this file does not match its own checks.
@@ -118,15 +118,31 @@ pub(crate) fn check_unsafe_has_safety(text: &str) -> Vec<Finding> {
     let lines: Vec<&str> = text.lines().collect();
     let needs_comment =
         |line: &str| !line.trim_start().starts_with("//") && UNSAFE_PATTERNS.iter().any(|p| line.contains(p));
+    // Walk up from the `unsafe` line: comment lines are free (a SAFETY comment may have several
+    // bullets), code lines count against the window.
     let documented = |index: usize| {
-        lines[index.saturating_sub(SAFETY_WINDOW)..index].iter().any(|l| l.contains(SAFETY_MARKER))
+        let mut code_lines = 0;
+        for l in lines[..index].iter().rev() {
+            if l.contains(SAFETY_MARKER) {
+                return true;
+            }
+            if !l.trim_start().starts_with("//") {
+                code_lines += 1;
+                if code_lines >= SAFETY_WINDOW {
+                    return false;
+                }
+            }
+        }
+        false
     };
     (0..lines.len())
         .filter(|&index| needs_comment(lines[index]) && !documented(index))
         .map(|index| {
             (
                 index + 1,
-                format!("`unsafe` without a `{SAFETY_MARKER}` comment in the {SAFETY_WINDOW} lines above"),
+                format!(
+                    "`unsafe` without a `{SAFETY_MARKER}` comment in the {SAFETY_WINDOW} code lines above"
+                ),
             )
         })
         .collect()

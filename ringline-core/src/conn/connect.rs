@@ -129,6 +129,7 @@ fn release_holder(key: ConnKey, abort: bool) {
             c.close.get_or_insert(CloseMode::Graceful);
             c.read_end.get_or_insert(super::state::ReadEnd::Local);
             c.set_reason(CloseReason::Local);
+            super::arm_linger(core, &mut conns, key, true);
             conns.mark_dirty(key);
         }
     });

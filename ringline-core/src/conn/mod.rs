@@ -175,9 +175,7 @@ impl ConnCtx {
             }
             fail_unadmitted(c);
             c.wake_readers();
-            let at = Instant::now() + core.cfg.close_linger();
-            c.linger_deadline = Some(at);
-            conns.add_deadline(key, at, table::ConnDeadline::Linger);
+            arm_linger(core, conns, key, true);
             conns.mark_dirty(key);
         });
     }
@@ -190,11 +188,12 @@ impl ConnCtx {
     /// Sends FIN after every queued byte; reading continues. Later sends fail with `Closed`.
     pub fn shutdown_write(&self) {
         let key = self.key;
-        let _ = self.with_table(|_, conns| {
+        let _ = self.with_table(|core, conns| {
             let Some(c) = conns.get(key) else { return };
             if matches!(c.write, WriteState::Open) {
                 c.write = WriteState::ShutdownPending;
                 fail_unadmitted(c);
+                arm_linger(core, conns, key, false);
             }
             conns.mark_dirty(key);
         });
@@ -208,6 +207,20 @@ impl ConnCtx {
         self.with(|_, _| ())?;
         with_core(|core| core.set_nodelay(self.key, on)).unwrap_or(Err(Error::NotInRuntime))
     }
+}
+
+/// Bounds a graceful close (`for_close`) or a half-close by `close_linger` (R5): the worker aborts
+/// the connection if it is still waiting for queued bytes then. A close is armed once; it replaces
+/// the deadline of an earlier half-close (only the current `linger_deadline` counts when one fires).
+pub(crate) fn arm_linger(core: &Core, conns: &mut table::ConnTable, key: ConnKey, for_close: bool) {
+    let Some(c) = conns.get(key) else { return };
+    if c.close_submitted || (for_close && c.close_linger_armed) {
+        return;
+    }
+    c.close_linger_armed |= for_close;
+    let at = Instant::now() + core.cfg.close_linger();
+    c.linger_deadline = Some(at);
+    conns.add_deadline(key, at, table::ConnDeadline::Linger);
 }
 
 /// Wakes sends still waiting for admission: they will see the closed write side.

@@ -95,6 +95,8 @@ pub(crate) struct Conn {
     pub(crate) close: Option<CloseMode>,
     pub(crate) close_submitted: bool,
     pub(crate) linger_deadline: Option<Instant>,
+    /// A graceful close armed `linger_deadline`.
+    pub(crate) close_linger_armed: bool,
     /// The task (inbound) or `OwnedConn`/connect future (outbound) still holds the slot.
     pub(crate) held: bool,
     pub(crate) task: Option<TaskId>,
@@ -129,6 +131,7 @@ impl Conn {
             close: None,
             close_submitted: false,
             linger_deadline: None,
+            close_linger_armed: false,
             held: false,
             task: None,
             reason: None,

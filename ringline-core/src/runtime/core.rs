@@ -114,6 +114,7 @@ impl Core {
                 c.held = false;
                 c.close.get_or_insert(crate::conn::state::CloseMode::Graceful);
                 c.read_end.get_or_insert(crate::conn::state::ReadEnd::Local);
+                crate::conn::arm_linger(self, &mut conns, key, true);
                 conns.mark_dirty(key);
             }
         }

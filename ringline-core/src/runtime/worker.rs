@@ -19,7 +19,7 @@ use super::sink::CoreSink;
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::conn::flush::FlushReport;
-use crate::conn::state::Phase;
+use crate::conn::state::{Phase, WriteState};
 use crate::conn::table::{ConnDeadline, ConnTable};
 use crate::conn::{CloseReason, ConnCtx, abort_key, connect::connect_deadline};
 use crate::driver::{Driver, Op, SubmitError};
@@ -340,7 +340,13 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             match kind {
                 ConnDeadline::Connect => connect_deadline(&self.core, key),
                 ConnDeadline::Linger => {
-                    let open = self.core.conns.borrow_mut().get(key).is_some_and(|c| !c.close_submitted);
+                    // Only the current deadline counts; it ends a close not yet submitted or a FIN
+                    // still behind queued bytes.
+                    let open = self.core.conns.borrow_mut().get(key).is_some_and(|c| {
+                        !c.close_submitted
+                            && c.linger_deadline.is_some_and(|d| d <= now)
+                            && (c.close.is_some() || matches!(c.write, WriteState::ShutdownPending))
+                    });
                     if open {
                         WorkerCounters::add(&self.core.counters().close_aborted, 1);
                         abort_key(&self.core, key, CloseReason::Aborted);
