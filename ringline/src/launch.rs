@@ -126,8 +126,10 @@ impl RinglineBuilder {
         runtime.register_workers(&handles);
         let mut addrs = Vec::new();
         for &addr in &self.binds {
-            let listener =
-                Arc::new(sys::listen(addr, cfg.backlog()).map_err(|source| Error::Bind { addr, source })?);
+            let listener = Arc::new(
+                sys::listen(addr, cfg.backlog(), cfg.socket_buffers())
+                    .map_err(|source| Error::Bind { addr, source })?,
+            );
             addrs.push(listener.local_addr().map_err(|source| Error::Bind { addr, source })?);
             let wake = listener.clone();
             runtime.on_shutdown(Box::new(move || sys::wake_acceptor(&wake)));

@@ -1,6 +1,7 @@
 //! Which backend a launch runs: a pure function of (compiled backends, probe, env, config).
 //!
-//! This is the only module that reads `RINGLINE_BACKEND`; `launch` calls [`choose`] once.
+//! `launch.rs` reads `RINGLINE_BACKEND` (the only place that does) and calls [`parse_env`] and
+//! [`choose`] once per launch.
 
 use ringline_core::{Backend, BackendChoice, Error};
 

@@ -8,14 +8,25 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
 }
 
-/// A blocking listener with `SO_REUSEADDR` and the given backlog.
-pub(crate) fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// A blocking listener with `SO_REUSEADDR`, the given backlog, and `SO_SNDBUF`/`SO_RCVBUF` (which
+/// accepted sockets inherit).
+pub(crate) fn listen(
+    addr: SocketAddr,
+    backlog: u32,
+    buffers: (Option<usize>, Option<usize>),
+) -> io::Result<TcpListener> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2) call with constant arguments; the result is checked.
     let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if let Some(n) = buffers.0 {
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, n.min(i32::MAX as usize) as libc::c_int)?;
+    }
+    if let Some(n) = buffers.1 {
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n.min(i32::MAX as usize) as libc::c_int)?;
+    }
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` is a valid sockaddr of `len` bytes for `addr`'s family; `fd` is open.
     cvt(unsafe { libc::bind(fd, (&raw const storage).cast(), len) })?;
@@ -93,10 +104,11 @@ pub(crate) fn ensure_nofile(needed: u64) -> Result<(), (u64, u64)> {
     if lim.rlim_max < needed {
         return Err((needed, lim.rlim_max));
     }
+    let current = lim.rlim_cur;
     lim.rlim_cur = needed;
     // SAFETY: `lim` is a valid rlimit with cur <= max.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-        return Err((needed, lim.rlim_cur));
+        return Err((needed, current));
     }
     Ok(())
 }

@@ -421,7 +421,9 @@ impl Future for Flush {
             } else if end > c.committed {
                 Some(Err(write_error(c)))
             } else {
-                c.send_waiters.push((end, cx.waker().clone()));
+                if !c.send_waiters.iter().any(|(e, w)| *e == end && w.will_wake(cx.waker())) {
+                    c.send_waiters.push((end, cx.waker().clone()));
+                }
                 None
             }
         });

@@ -193,6 +193,8 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
     fn adopt(&mut self, stream: std::net::TcpStream) {
         let core = &self.core;
         if core.shutting_down.get() {
+            // Handed over but not yet adopted when shutdown began: closed and counted.
+            WorkerCounters::add(&core.counters().connections_refused, 1);
             return;
         }
         let key = {

@@ -201,8 +201,10 @@ impl Interval {
         let now = Instant::now();
         self.next = at + self.period;
         if self.next <= now {
-            let behind = (now - at).as_nanos() / self.period.as_nanos();
-            self.next = at + self.period * (behind as u32 + 1);
+            // Skip every missed tick: the next one is the first `at + k·period` after now.
+            let missed = (now - at).as_nanos() / self.period.as_nanos() + 1;
+            let skip = self.period.as_nanos().saturating_mul(missed);
+            self.next = at + Duration::from_nanos(u64::try_from(skip).unwrap_or(u64::MAX));
         }
         Deadline::from_instant(at)
     }
