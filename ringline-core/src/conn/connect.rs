@@ -47,7 +47,7 @@ fn start(core: &Core, addr: SocketAddr, timeout: Option<Duration>) -> Result<Con
         return Err(Error::ShuttingDown);
     }
     let mut conns = core.conns.borrow_mut();
-    let key = conns.alloc(true).ok_or(Error::ConnectionLimitReached)?;
+    let key = conns.alloc(true).ok_or_else(|| Error::ConnectionLimitReached)?;
     let c = conns.get(key).expect("just allocated");
     c.phase = Phase::Connecting;
     c.peer = Some(addr);

@@ -92,7 +92,7 @@ impl ConnCtx {
                 None => Err(Error::InvalidConnection),
             }
         })
-        .unwrap_or(Err(Error::NotInRuntime))
+        .unwrap_or_else(|| Err(Error::NotInRuntime))
     }
 
     /// Runs `f` with the whole table after checking that this handle is current.
@@ -110,7 +110,7 @@ impl ConnCtx {
             }
             Ok(f(core, &mut conns))
         })
-        .unwrap_or(Err(Error::NotInRuntime))
+        .unwrap_or_else(|| Err(Error::NotInRuntime))
     }
 
     /// A `Send` identity for this connection.
@@ -205,7 +205,7 @@ impl ConnCtx {
     /// `InvalidConnection` for a stale handle; `Unsupported` on a backend without it.
     pub fn set_nodelay(&self, on: bool) -> Result<(), Error> {
         self.with(|_, _| ())?;
-        with_core(|core| core.set_nodelay(self.key, on)).unwrap_or(Err(Error::NotInRuntime))
+        with_core(|core| core.set_nodelay(self.key, on)).unwrap_or_else(|| Err(Error::NotInRuntime))
     }
 }
 

@@ -17,6 +17,9 @@ use crate::handler::ParseResult;
 use crate::runtime::context::with_core;
 use crate::runtime::core::Core;
 
+/// Spare accumulator room kept after `recv` detached the buffered bytes.
+const KEEP_SPARE_BYTES: usize = 64 * 1024;
+
 /// What a read should do now, decided under the table borrow.
 enum Step {
     Call(BytesMut),
@@ -190,9 +193,16 @@ impl Future for Recv {
             let c = conns.get(key)?;
             let cursor = ReadCursor { seen: 0, need: 1 };
             match step(core, c, &cursor, cx) {
-                Step::Call(acc) => {
+                Step::Call(mut acc) => {
+                    // Detach the bytes but keep the allocation's spare room in the slot: once the
+                    // caller drops the `Bytes`, the next receive reuses the same buffer.
+                    // Large spare room is released, so an idle connection stays small.
+                    let out = acc.split().freeze();
+                    if acc.capacity() <= KEEP_SPARE_BYTES {
+                        c.acc = acc;
+                    }
                     conns.mark_dirty(key);
-                    Some(Ok(acc.freeze()))
+                    Some(Ok(out))
                 }
                 Step::Ready(Ok(_)) => Some(Ok(Bytes::new())),
                 Step::Ready(Err(e)) => Some(Err(e)),

@@ -121,7 +121,7 @@ where
 {
     let key = conn.key;
     conn.with_table(|core, conns| {
-        let c = conns.get(key).ok_or(Error::InvalidConnection)?;
+        let c = conns.get(key).ok_or_else(|| Error::InvalidConnection)?;
         if let Some(e) = write_refusal(c) {
             return Err(e);
         }
@@ -163,24 +163,28 @@ impl ConnCtx {
 
     /// Sends memory the runtime may keep; large guards are written without a copy.
     pub fn send_owned<G: SendGuard>(&self, data: G) -> SendFuture<'static> {
-        if self.copies_at_once(data.bytes().len()) {
-            // Copied during this call: the borrow of `data` ends here, so no box is needed.
-            let state = SendFuture::start(*self, [Piece::Copy(data.bytes())]).into_static();
-            if let Some(state) = state {
-                return SendFuture { conn: *self, state };
+        let len = data.bytes().len();
+        let key = self.key;
+        // Small guards admitted right now are copied during this call: no box, no waiting.
+        let fast = self.with_table(|core, conns| {
+            let c = conns.get(key)?;
+            if let Some(e) = write_refusal(c) {
+                return Some(SendState::Done(Some(Err(e))));
             }
-        }
-        SendFuture::start(*self, [Piece::Guard(GuardBox::new(data))])
-    }
-
-    /// True when `len` bytes of a guard would be copied and admitted right now.
-    fn copies_at_once(&self, len: usize) -> bool {
-        self.with(|core, c| {
-            len < core.cfg.zero_copy_threshold()
-                && c.queued < core.cfg.send_queue_limit()
-                && c.admission.is_empty()
-        })
-        .unwrap_or(false)
+            let admissible = c.queued < core.cfg.send_queue_limit() && c.admission.is_empty();
+            if len >= core.cfg.zero_copy_threshold() || !admissible {
+                return None;
+            }
+            let end = commit(core, c, [Piece::Copy(data.bytes())]);
+            conns.mark_dirty(key);
+            Some(SendState::Committed { end, len })
+        });
+        let state = match fast {
+            Ok(Some(state)) => state,
+            Ok(None) => return SendFuture::start(*self, [Piece::Guard(GuardBox::new(data))]),
+            Err(e) => SendState::Done(Some(Err(e))),
+        };
+        SendFuture { conn: *self, state }
     }
 
     /// A builder for one logical send made of copied and guarded parts.
@@ -271,7 +275,7 @@ impl<'a> SendFuture<'a> {
         let len: usize = pieces.as_ref().iter().map(Piece::len).sum();
         let key = conn.key;
         let r = conn.with_table(|core, conns| {
-            let c = conns.get(key).ok_or(Error::InvalidConnection)?;
+            let c = conns.get(key).ok_or_else(|| Error::InvalidConnection)?;
             if let Some(e) = write_refusal(c) {
                 return Err(e);
             }
@@ -297,20 +301,6 @@ impl<'a> SendFuture<'a> {
     }
 }
 
-impl SendFuture<'_> {
-    /// The state without its borrow, when it holds no data (committed or finished).
-    fn into_static(mut self) -> Option<SendState<'static>> {
-        match std::mem::replace(&mut self.state, SendState::Done(None)) {
-            SendState::Committed { end, len } => Some(SendState::Committed { end, len }),
-            SendState::Done(r) => Some(SendState::Done(r)),
-            waiting @ SendState::Waiting { .. } => {
-                self.state = waiting;
-                None
-            }
-        }
-    }
-}
-
 impl Future for SendFuture<'_> {
     type Output = Result<usize, Error>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -318,7 +308,7 @@ impl Future for SendFuture<'_> {
         let key = this.conn.key;
         loop {
             match &mut this.state {
-                SendState::Done(r) => return Poll::Ready(r.take().unwrap_or(Err(Error::Closed))),
+                SendState::Done(r) => return Poll::Ready(r.take().unwrap_or_else(|| Err(Error::Closed))),
                 SendState::Committed { end, len } => {
                     let (end, len) = (*end, *len);
                     let r = this.conn.with(|_, c| {
@@ -350,7 +340,7 @@ impl Future for SendFuture<'_> {
                         unreachable!()
                     };
                     let r = this.conn.with_table(|core, conns| {
-                        let c = conns.get(key).ok_or(Error::InvalidConnection)?;
+                        let c = conns.get(key).ok_or_else(|| Error::InvalidConnection)?;
                         if let Some(e) = write_refusal(c) {
                             c.admission.retain(|(t, _)| *t != ticket);
                             c.wake_senders();

@@ -18,7 +18,7 @@ use crate::metrics::WorkerMetrics;
 /// `TaskSlotsExhausted` when `standalone_task_capacity` tasks are live; `NotInRuntime` off a
 /// worker.
 pub fn spawn<F: Future + 'static>(f: F) -> Result<TaskHandle<F::Output>, Error> {
-    with_core(|core| core.spawn(f)).unwrap_or(Err(Error::NotInRuntime))
+    with_core(|core| core.spawn(f)).unwrap_or_else(|| Err(Error::NotInRuntime))
 }
 
 /// The task being polled, if any.
@@ -52,7 +52,7 @@ pub fn current_worker() -> Option<WorkerHandle> {
 /// `NotInRuntime` off a worker.
 pub fn request_shutdown() -> Result<(), Error> {
     with_core(|core| core.runtime.begin_shutdown(Instant::now() + core.cfg.shutdown_timeout()))
-        .ok_or(Error::NotInRuntime)
+        .ok_or_else(|| Error::NotInRuntime)
 }
 
 /// True once shutdown began (false off a worker).
