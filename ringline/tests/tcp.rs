@@ -273,3 +273,66 @@ fn runs_on_the_backend_the_environment_asks_for() {
     assert!(server.shutdown.metrics().workers.iter().all(|w| w.backend == Some(running) && w.alive));
     server.stop();
 }
+
+/// Answers each newline-terminated line; a peer that never finishes a line makes no progress.
+struct LineEcho;
+
+impl AsyncEventHandler for LineEcho {
+    fn create_for_worker(_worker: usize) -> Self {
+        LineEcho
+    }
+    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+        async move {
+            loop {
+                let mut line = Vec::new();
+                let r = conn
+                    .with_data(|d| match d.iter().position(|b| *b == b'\n') {
+                        Some(i) => {
+                            line.extend_from_slice(&d[..=i]);
+                            ParseResult::Consumed(i + 1)
+                        }
+                        None => ParseResult::NeedMore,
+                    })
+                    .await;
+                match r {
+                    Ok(n) if n > 0 => {
+                        if conn.send(&line).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        assert!(matches!(e, ringline::Error::IdleTimeout), "unexpected {e:?}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn idle_timeout_closes_a_dribbling_peer_and_spares_an_active_one() {
+    let _w = Watchdog::new("idle_timeout_closes_a_dribbling_peer", 30);
+    let server =
+        Server::start::<LineEcho>(config().idle_timeout(Some(std::time::Duration::from_millis(300))));
+    let mut active = client(server.addr);
+    let mut dribbler = client(server.addr);
+    let started = std::time::Instant::now();
+    let mut closed_at = None;
+    for i in 0..12 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        round_trip(&mut active, format!("line {i}\n").as_bytes());
+        if closed_at.is_none() && dribbler.write_all(b"x").is_err() {
+            closed_at = Some(started.elapsed());
+        }
+    }
+    dribbler.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 8];
+    let n = dribbler.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the dribbling peer must be closed on {}", backend_label());
+    let idle: u64 = server.shutdown.metrics().workers.iter().map(|w| w.idle_timeouts).sum();
+    assert_eq!(idle, 1, "exactly the dribbler timed out on {}", backend_label());
+    drop(active);
+    server.stop();
+}

@@ -44,11 +44,38 @@ pub(crate) fn run(root: &Path, source: &TreeSource) -> StepResult {
             "check-core: ringline-core has no io-uring, mio or libc ({} tree lines)",
             tree.lines().count()
         );
-        return Ok(());
+        return match source {
+            TreeSource::Cargo => check_mio_only_build(root),
+            TreeSource::File(_) => Ok(()),
+        };
     }
     eprintln!("check-core: ringline-core's normal dependency tree must not contain io-uring, mio or libc:");
     offending.iter().for_each(|line| eprintln!("  {line}"));
     Err(format!("{} forbidden dependency line(s) in ringline-core's tree", offending.len()))
+}
+
+/// The mio-only build of the facade must not compile io-uring at all.
+fn check_mio_only_build(root: &Path) -> StepResult {
+    let args = [
+        "tree",
+        "-p",
+        "ringline",
+        "--no-default-features",
+        "--features",
+        "mio",
+        "-e",
+        "normal",
+        "--prefix",
+        "none",
+    ];
+    let tree = Cargo::new(root, &args).stdout()?;
+    let uring: Vec<&str> = tree.lines().map(str::trim).filter(|l| l.starts_with("io-uring ")).collect();
+    if uring.is_empty() {
+        println!("check-core: the mio-only build of ringline has no io-uring");
+        return Ok(());
+    }
+    uring.iter().for_each(|line| eprintln!("  {line}"));
+    Err("io-uring is in the tree of `ringline --no-default-features --features mio`".to_string())
 }
 
 /// The lines of a `cargo tree --prefix none` output that name a forbidden crate.

@@ -47,13 +47,14 @@ fn start(core: &Core, addr: SocketAddr, timeout: Option<Duration>) -> Result<Con
         return Err(Error::ShuttingDown);
     }
     let mut conns = core.conns.borrow_mut();
-    let key = conns.alloc(true).ok_or_else(|| Error::ConnectionLimitReached)?;
+    let key = conns.alloc(true).ok_or(Error::ConnectionLimitReached)?;
     let c = conns.get(key).expect("just allocated");
     c.phase = Phase::Connecting;
     c.peer = Some(addr);
     if let Some(t) = timeout {
         conns.add_deadline(key, Instant::now() + t, ConnDeadline::Connect);
     }
+    super::arm_idle(core, &mut conns, key);
     drop(conns);
     WorkerCounters::set(&core.counters().connections_open, core.conns.borrow().open() as u64);
     let (send, recv) = core.cfg.socket_buffers();

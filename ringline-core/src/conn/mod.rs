@@ -205,7 +205,7 @@ impl ConnCtx {
     /// `InvalidConnection` for a stale handle; `Unsupported` on a backend without it.
     pub fn set_nodelay(&self, on: bool) -> Result<(), Error> {
         self.with(|_, _| ())?;
-        with_core(|core| core.set_nodelay(self.key, on)).unwrap_or_else(|| Err(Error::NotInRuntime))
+        with_core(|core| core.set_nodelay(self.key, on)).unwrap_or(Err(Error::NotInRuntime))
     }
 }
 
@@ -250,4 +250,36 @@ pub(crate) fn abort_key(core: &Core, key: ConnKey, reason: CloseReason) {
     c.wake_readers();
     c.wake_senders();
     conns.mark_dirty(key);
+}
+
+/// Starts `idle_timeout` accounting for a new connection (no-op without the setting).
+pub(crate) fn arm_idle(core: &Core, conns: &mut table::ConnTable, key: ConnKey) {
+    let Some(d) = core.cfg.idle_timeout() else { return };
+    let Some(c) = conns.get(key) else { return };
+    let now = Instant::now();
+    c.last_progress = Some(now);
+    conns.add_deadline(key, now + d, table::ConnDeadline::Idle);
+}
+
+/// An idle deadline passed: close the connection if it made no progress since, else re-arm.
+pub(crate) fn idle_deadline(core: &Core, key: ConnKey, now: Instant) {
+    let Some(d) = core.cfg.idle_timeout() else { return };
+    let mut conns = core.conns.borrow_mut();
+    let Some(c) = conns.get(key) else { return };
+    let Some(last) = c.last_progress else { return };
+    if c.close.is_some() {
+        return;
+    }
+    if c.phase != state::Phase::Open || now.saturating_duration_since(last) < d {
+        let next = if c.phase == state::Phase::Open { last + d } else { now + d };
+        conns.add_deadline(key, next, table::ConnDeadline::Idle);
+        return;
+    }
+    c.read_end.get_or_insert(ReadEnd::Failed(Error::IdleTimeout));
+    c.set_reason(CloseReason::IdleTimeout);
+    c.wake_readers();
+    drop(conns);
+    crate::metrics::WorkerCounters::add(&core.counters().idle_timeouts, 1);
+    tracing::debug!(worker = core.worker, index = key.index, "idle timeout");
+    abort_key(core, key, CloseReason::IdleTimeout);
 }

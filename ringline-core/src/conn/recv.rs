@@ -119,9 +119,13 @@ fn poll_read(
             _ => None,
         };
         cursor.seen = len;
+        let consumed = matches!(outcome, Some(Ok(_)));
         let _ = conn.with_table(|_, conns| {
             if let Some(c) = conns.get(conn.key) {
                 c.acc = acc;
+                if consumed {
+                    c.touch();
+                }
             }
             conns.mark_dirty(conn.key);
         });
@@ -201,6 +205,7 @@ impl Future for Recv {
                     if acc.capacity() <= KEEP_SPARE_BYTES {
                         c.acc = acc;
                     }
+                    c.touch();
                     conns.mark_dirty(key);
                     Some(Ok(out))
                 }

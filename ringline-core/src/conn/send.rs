@@ -121,7 +121,7 @@ where
 {
     let key = conn.key;
     conn.with_table(|core, conns| {
-        let c = conns.get(key).ok_or_else(|| Error::InvalidConnection)?;
+        let c = conns.get(key).ok_or(Error::InvalidConnection)?;
         if let Some(e) = write_refusal(c) {
             return Err(e);
         }
@@ -275,7 +275,7 @@ impl<'a> SendFuture<'a> {
         let len: usize = pieces.as_ref().iter().map(Piece::len).sum();
         let key = conn.key;
         let r = conn.with_table(|core, conns| {
-            let c = conns.get(key).ok_or_else(|| Error::InvalidConnection)?;
+            let c = conns.get(key).ok_or(Error::InvalidConnection)?;
             if let Some(e) = write_refusal(c) {
                 return Err(e);
             }
@@ -308,7 +308,7 @@ impl Future for SendFuture<'_> {
         let key = this.conn.key;
         loop {
             match &mut this.state {
-                SendState::Done(r) => return Poll::Ready(r.take().unwrap_or_else(|| Err(Error::Closed))),
+                SendState::Done(r) => return Poll::Ready(r.take().unwrap_or(Err(Error::Closed))),
                 SendState::Committed { end, len } => {
                     let (end, len) = (*end, *len);
                     let r = this.conn.with(|_, c| {
@@ -340,7 +340,7 @@ impl Future for SendFuture<'_> {
                         unreachable!()
                     };
                     let r = this.conn.with_table(|core, conns| {
-                        let c = conns.get(key).ok_or_else(|| Error::InvalidConnection)?;
+                        let c = conns.get(key).ok_or(Error::InvalidConnection)?;
                         if let Some(e) = write_refusal(c) {
                             c.admission.retain(|(t, _)| *t != ticket);
                             c.wake_senders();

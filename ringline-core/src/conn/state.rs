@@ -104,6 +104,9 @@ pub(crate) struct Conn {
     pub(crate) connect: ConnectResult,
     pub(crate) connect_waiter: Option<Waker>,
     pub(crate) dirty: bool,
+    /// Last time the handler consumed input or a send made progress; `Some` only with
+    /// `idle_timeout` configured.
+    pub(crate) last_progress: Option<std::time::Instant>,
 }
 
 impl Conn {
@@ -138,6 +141,7 @@ impl Conn {
             connect: ConnectResult::Pending,
             connect_waiter: None,
             dirty: false,
+            last_progress: None,
         }
     }
 
@@ -166,6 +170,13 @@ impl Conn {
     pub(crate) fn add_reader(&mut self, w: &Waker) {
         if !self.recv_waiters.iter().any(|x| x.will_wake(w)) {
             self.recv_waiters.push(w.clone());
+        }
+    }
+
+    /// Notes progress for `idle_timeout` (input consumed or bytes acknowledged).
+    pub(crate) fn touch(&mut self) {
+        if self.last_progress.is_some() {
+            self.last_progress = Some(std::time::Instant::now());
         }
     }
 

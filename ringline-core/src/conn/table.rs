@@ -21,6 +21,7 @@ use crate::error::{Error, duplicate_io};
 pub(crate) enum ConnDeadline {
     Connect,
     Linger,
+    Idle,
 }
 
 /// All connection slots of one worker.
@@ -198,6 +199,7 @@ impl ConnTable {
             Ok(n) => {
                 c.acked += n as u64;
                 c.queued -= n;
+                c.touch();
             }
             Err(e) => {
                 c.acked += written as u64;

@@ -64,7 +64,8 @@ impl Inbox {
 
     /// Takes every queued message, in order.
     pub(crate) fn drain(&self, into: &mut Vec<InboxMsg>) {
-        if !self.has_messages.swap(false, Ordering::AcqRel) {
+        // A plain load first: the common empty case costs no locked instruction.
+        if !self.has_messages.load(Ordering::Acquire) || !self.has_messages.swap(false, Ordering::AcqRel) {
             return;
         }
         into.append(&mut self.messages.lock().unwrap_or_else(|e| e.into_inner()));

@@ -52,7 +52,7 @@ pub fn current_worker() -> Option<WorkerHandle> {
 /// `NotInRuntime` off a worker.
 pub fn request_shutdown() -> Result<(), Error> {
     with_core(|core| core.runtime.begin_shutdown(Instant::now() + core.cfg.shutdown_timeout()))
-        .ok_or_else(|| Error::NotInRuntime)
+        .ok_or(Error::NotInRuntime)
 }
 
 /// True once shutdown began (false off a worker).

@@ -31,6 +31,9 @@ use crate::metrics::WorkerCounters;
 
 static NEXT_WORKER_UID: AtomicU64 = AtomicU64::new(1);
 
+/// Busy loop iterations between two metric publications.
+const PUBLISH_EVERY: u32 = 64;
+
 /// Grace period after the shutdown deadline for aborted connections to report `Closed`.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -135,6 +138,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         let mut inbox = Vec::new();
         let mut ops = Vec::new();
         let mut forced = false;
+        let mut iterations_since_publish = 0u32;
         loop {
             WorkerCounters::add(&self.core.counters().loop_iterations, 1);
             self.drain_inbox(&mut inbox);
@@ -162,11 +166,17 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
                 }
             }
             let timeout = self.park_timeout(next_tick);
+            iterations_since_publish += 1;
+            if timeout != Some(Duration::ZERO) || iterations_since_publish >= PUBLISH_EVERY {
+                // Metrics are published before every blocking park and at least every
+                // `PUBLISH_EVERY` busy iterations, not on each one.
+                self.publish();
+                iterations_since_publish = 0;
+            }
             let mut sink = CoreSink { core: &self.core };
             self.driver.park(timeout, &mut sink)?;
             self.retry_pending();
             self.fire_due();
-            self.publish();
         }
     }
 
@@ -208,6 +218,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             c.peer = stream.peer_addr().ok();
             c.local = stream.local_addr().ok();
             conns.mark_dirty(key);
+            crate::conn::arm_idle(core, &mut conns, key);
             key
         };
         core.outbox.borrow_mut().push(Op::Adopt { conn: key, stream });
@@ -249,7 +260,9 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
 
     fn callbacks(&mut self, next_tick: &mut Option<Instant>, tick: Option<Duration>) {
         let core = self.core.clone();
-        if core.shared.notify_pending.swap(false, Ordering::AcqRel) {
+        let notified = core.shared.notify_pending.load(Ordering::Acquire)
+            && core.shared.notify_pending.swap(false, Ordering::AcqRel);
+        if notified {
             let handler = &mut self.handler;
             guarded(&core, "on_notify", || handler.on_notify(&mut WorkerCtx { core: &core }));
         }
@@ -335,12 +348,18 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
     }
 
     fn fire_due(&mut self) {
+        let timers_due = self.core.timers.borrow_mut().next_deadline();
+        let conns_due = self.core.conns.borrow().next_deadline();
+        if timers_due.is_none() && conns_due.is_none() {
+            return;
+        }
         let now = Instant::now();
         self.core.timers.borrow_mut().fire_due(now);
         let due = self.core.conns.borrow_mut().due_deadlines(now);
         for (key, kind) in due {
             match kind {
                 ConnDeadline::Connect => connect_deadline(&self.core, key),
+                ConnDeadline::Idle => crate::conn::idle_deadline(&self.core, key, now),
                 ConnDeadline::Linger => {
                     // Only the current deadline counts; it ends a close not yet submitted or a FIN
                     // still behind queued bytes.
@@ -361,9 +380,10 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
     fn publish(&self) {
         let core = &self.core;
         let c = core.counters();
-        c.publish_backend(&self.driver.stats());
+        let stats = self.driver.stats();
+        c.publish_backend(&stats);
         let stale = core.conns.borrow().stale;
-        WorkerCounters::set(&c.stale_completions, self.driver.stats().stale_completions + stale);
+        WorkerCounters::set(&c.stale_completions, stats.stale_completions + stale);
         WorkerCounters::set(&c.connections_open, core.conns.borrow().open() as u64);
         let pool = core.pool.borrow();
         WorkerCounters::set(&c.send_pool_in_use, pool.in_use() as u64);
