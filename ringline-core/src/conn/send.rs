@@ -101,6 +101,21 @@ fn commit<'p>(core: &Core, c: &mut Conn, pieces: impl IntoIterator<Item = Piece<
     c.committed
 }
 
+/// `Some(Ok)` once the acknowledged offset reached `end`, `Some(Err)` once those bytes can no
+/// longer be written, else registers the waker and returns `None`.
+fn poll_acked(c: &mut Conn, end: u64, cx: &Context<'_>) -> Option<Result<(), Error>> {
+    if c.acked >= end {
+        return Some(Ok(()));
+    }
+    if end > c.committed {
+        return Some(Err(write_error(c)));
+    }
+    if !c.send_waiters.iter().any(|(e, w)| *e == end && w.will_wake(cx.waker())) {
+        c.send_waiters.push((end, cx.waker().clone()));
+    }
+    None
+}
+
 /// Bytes of `pieces` that would be copied.
 fn copy_len(core: &Core, pieces: &[Piece<'_>]) -> usize {
     let threshold = core.cfg.zero_copy_threshold();
@@ -311,18 +326,7 @@ impl Future for SendFuture<'_> {
                 SendState::Done(r) => return Poll::Ready(r.take().unwrap_or(Err(Error::Closed))),
                 SendState::Committed { end, len } => {
                     let (end, len) = (*end, *len);
-                    let r = this.conn.with(|_, c| {
-                        if c.acked >= end {
-                            Some(Ok(len))
-                        } else if end > c.committed {
-                            Some(Err(write_error(c)))
-                        } else {
-                            if !c.send_waiters.iter().any(|(e, w)| *e == end && w.will_wake(cx.waker())) {
-                                c.send_waiters.push((end, cx.waker().clone()));
-                            }
-                            None
-                        }
-                    });
+                    let r = this.conn.with(|_, c| poll_acked(c, end, cx).map(|r| r.map(|()| len)));
                     return match r {
                         Ok(Some(r)) => {
                             this.state = SendState::Done(None);
@@ -405,18 +409,7 @@ impl Future for Flush {
             Ok(e) => *e,
             Err(e) => return Poll::Ready(Err(e.duplicate())),
         };
-        let r = self.conn.with(|_, c| {
-            if c.acked >= end {
-                Some(Ok(()))
-            } else if end > c.committed {
-                Some(Err(write_error(c)))
-            } else {
-                if !c.send_waiters.iter().any(|(e, w)| *e == end && w.will_wake(cx.waker())) {
-                    c.send_waiters.push((end, cx.waker().clone()));
-                }
-                None
-            }
-        });
+        let r = self.conn.with(|_, c| poll_acked(c, end, cx));
         match r {
             Ok(Some(r)) => Poll::Ready(r),
             Ok(None) => Poll::Pending,
