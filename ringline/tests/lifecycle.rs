@@ -67,3 +67,75 @@ fn shutdown_with_open_connections_joins_and_restores_baseline() {
     assert!(settle(5, || thread_count() <= threads), "threads {} vs {threads}", thread_count());
     std::net::TcpListener::bind(addr).expect("the port is free again after shutdown");
 }
+
+/// `create_for_worker` panics on worker 1.
+struct FailsOnWorkerOne;
+
+impl ringline::AsyncEventHandler for FailsOnWorkerOne {
+    fn create_for_worker(worker: usize) -> Self {
+        assert_ne!(worker, 1, "test-induced setup failure");
+        FailsOnWorkerOne
+    }
+    fn on_accept(&self, conn: ringline::ConnCtx) -> impl Future<Output = ()> + 'static {
+        common::echo_loop(conn)
+    }
+}
+
+#[test]
+fn a_failed_worker_setup_rolls_the_launch_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("a_failed_worker_setup_rolls_the_launch_back", 30);
+    let fds = fd_count();
+    let threads = thread_count();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let r = ringline::RinglineBuilder::new(config().build().unwrap()).bind(port).launch::<FailsOnWorkerOne>();
+    match r {
+        Err(ringline::Error::WorkerSetup { worker: 1, reason }) => {
+            assert!(reason.contains("panicked"), "{reason}")
+        }
+        Err(e) => panic!("expected WorkerSetup for worker 1, got {e:?} on {}", backend_label()),
+        Ok(_) => panic!("launch must fail when a worker's setup panics"),
+    }
+    assert!(
+        settle(5, || thread_count() <= threads),
+        "threads {} vs {threads}: {:?}",
+        thread_count(),
+        common::thread_names()
+    );
+    assert!(settle(5, || fd_count() <= fds), "fds {} vs {fds} on {}", fd_count(), backend_label());
+    std::net::TcpListener::bind(port).expect("the port is free after a failed launch");
+}
+
+#[test]
+fn relaunching_on_the_same_port_works_every_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("relaunching_on_the_same_port_works_every_time", 90);
+    let first = Server::start::<Echo>(config());
+    let addr = first.addr;
+    first.stop();
+    let fds = fd_count();
+    let threads = thread_count();
+    for cycle in 0..20 {
+        let cfg = config().build().unwrap();
+        let (shutdown, handles) = ringline::RinglineBuilder::new(cfg)
+            .bind(addr)
+            .launch::<Echo>()
+            .unwrap_or_else(|e| panic!("cycle {cycle}: launch failed on {}: {e}", backend_label()));
+        if cycle % 3 != 0 {
+            let mut c = client(addr);
+            c.write_all(b"hi").unwrap();
+            let mut b = [0u8; 2];
+            c.read_exact(&mut b).unwrap();
+        }
+        if cycle % 2 == 0 {
+            shutdown.shutdown();
+        } else {
+            drop(shutdown); // dropping the last handle starts the shutdown too
+        }
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    }
+    assert!(settle(5, || fd_count() <= fds), "fds grew: {} vs {fds}", fd_count());
+    assert!(settle(5, || thread_count() <= threads), "threads grew: {} vs {threads}", thread_count());
+}

@@ -137,9 +137,21 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
-/// Threads of this process.
+/// Threads of this process started by ringline (named `ringline-*`). Other threads come and go
+/// with the test harness running tests in parallel, so they are not counted.
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    thread_names().iter().filter(|n| n.starts_with("ringline-")).count()
+}
+
+/// Names of this process's threads.
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Polls `f` every 10 ms for up to `secs` until it returns true.
