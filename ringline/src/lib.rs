@@ -44,6 +44,17 @@
 //! # Ok::<(), ringline::Error>(())
 //! ```
 
+//! # Thread affinity
+//! Connection handles are `!Send`: they only work on their worker.
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringline::ConnCtx>();
+//! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringline::OwnedConn>();
+//! ```
+
 #[cfg(not(any(feature = "uring", feature = "mio")))]
 compile_error!(
     "ringline needs a backend: enable the `uring` feature (Linux io_uring, the default) or `mio` (epoll/kqueue), e.g. `--features mio`"

@@ -374,3 +374,13 @@ fn graceful_shutdown_flushes_queued_sends_before_fin() {
         h.join().unwrap().unwrap();
     }
 }
+
+#[test]
+fn cross_thread_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ringline::ShutdownHandle>();
+    send_sync::<ringline::WorkerHandle>();
+    send_sync::<ringline::ConnToken>();
+    send_sync::<ringline::TaskId>();
+    send_sync::<ringline::Error>();
+}
