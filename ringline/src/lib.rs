@@ -63,6 +63,9 @@ compile_error!(
 #[cfg(all(feature = "uring", not(feature = "mio"), not(target_os = "linux")))]
 compile_error!("the `uring` backend needs Linux; enable the `mio` feature on this platform");
 
+#[doc = include_str!("../../docs/guide.md")]
+pub mod guide {}
+
 mod acceptor;
 mod launch;
 pub mod select;
