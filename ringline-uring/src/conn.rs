@@ -37,20 +37,38 @@ pub(crate) struct RecvState {
 }
 
 /// A send in flight: the buffer and what the kernel reads to write it.
+///
+/// A zero-copy send (`zc`) keeps the buffer, and with it every guard, until the kernel has sent the
+/// notification of each `SendMsgZc` it completed with `F_MORE`; only then is `Sent` reported.
 pub(crate) struct InFlightSend {
     /// The core's buffer; returned in `Sent`.
     pub(crate) buf: SendBuf,
+    /// Writes go out with `SendMsgZc` (the buffer holds a guard and the kernel supports it).
+    pub(crate) zc: bool,
+    /// Result completions flagged `F_MORE` minus notifications received: the notifications still
+    /// owed. Negative while a notification arrived ahead of its result completion.
+    pub(crate) notifs: i32,
+    /// A write is submitted and its result completion has not arrived yet.
+    pub(crate) op_pending: bool,
+    /// The outcome of the write, once known; reported when no notification is owed any more.
+    pub(crate) result: Option<io::Result<usize>>,
     iovecs: Vec<libc::iovec>,
     msg: libc::msghdr,
 }
 
 impl InFlightSend {
-    pub(crate) fn new(buf: SendBuf) -> InFlightSend {
+    pub(crate) fn new(buf: SendBuf, zc: bool) -> InFlightSend {
         // SAFETY:
         // - `msghdr` is a plain C struct for which all-zero bytes (null pointers, zero lengths) is
         //   a valid value.
         let msg = unsafe { mem::zeroed::<libc::msghdr>() };
-        InFlightSend { buf, iovecs: Vec::new(), msg }
+        InFlightSend { buf, zc, notifs: 0, op_pending: false, result: None, iovecs: Vec::new(), msg }
+    }
+
+    /// True when the write has its outcome and the kernel uses none of the buffer's memory any
+    /// more: `Sent` may be reported.
+    pub(crate) fn finished(&self) -> bool {
+        self.result.is_some() && !self.op_pending && self.notifs == 0
     }
 }
 
@@ -166,8 +184,9 @@ impl Conn {
         )
     }
 
-    /// Builds the entry writing the unsent bytes of the in-flight send: a plain `send` for one
-    /// slice, a `sendmsg` over at most [`IOV_MAX`] iovecs otherwise. `None` without a send.
+    /// Builds the entry writing the unsent bytes of the in-flight send: for a zero-copy send a
+    /// `sendmsg_zc` over at most [`IOV_MAX`] iovecs; otherwise a plain `send` for one slice, a
+    /// `sendmsg` over at most [`IOV_MAX`] iovecs for more. `None` without a send.
     ///
     /// The iovecs and `msghdr` live in `self.send`, which stays put (inside the boxed `Conn`) until
     /// the completion.
@@ -181,7 +200,7 @@ impl Conn {
             s.iovecs.push(libc::iovec { iov_base: slice.as_ptr().cast_mut().cast(), iov_len: slice.len() });
         }
         let target = TargetFd { fd, fixed };
-        let entry = if s.iovecs.len() == 1 {
+        let entry = if s.iovecs.len() == 1 && !s.zc {
             let iov = s.iovecs[0];
             let len = iov.iov_len.min(MAX_SEND) as u32;
             on_fd!(target, |f| opcode::Send::new(f, iov.iov_base.cast_const().cast(), len)
@@ -196,7 +215,11 @@ impl Conn {
             s.msg.msg_controllen = 0;
             s.msg.msg_flags = 0;
             let msg = &raw const s.msg;
-            on_fd!(target, |f| opcode::SendMsg::new(f, msg).flags(SEND_FLAGS as u32).build())
+            if s.zc {
+                on_fd!(target, |f| opcode::SendMsgZc::new(f, msg).flags(SEND_FLAGS as u32).build())
+            } else {
+                on_fd!(target, |f| opcode::SendMsg::new(f, msg).flags(SEND_FLAGS as u32).build())
+            }
         };
         Some(entry.user_data(encode(Kind::Send, key)))
     }
@@ -237,6 +260,23 @@ pub(crate) fn set_linger_zero(fd: RawFd) -> io::Result<()> {
             mem::size_of::<libc::linger>() as libc::socklen_t,
         )
     };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Dissolves a TCP connection without closing the descriptor: `connect(AF_UNSPEC)` runs the
+/// protocol's disconnect, which resets the connection (`RST`) and purges the send queue. The
+/// kernel then frees the buffers of zero-copy sends still queued, so their notifications arrive
+/// even when the peer stopped reading.
+pub(crate) fn disconnect(fd: RawFd) -> io::Result<()> {
+    // SAFETY:
+    // - `sockaddr` is a plain C struct; all-zero bytes is a valid value.
+    let mut addr = unsafe { mem::zeroed::<libc::sockaddr>() };
+    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    // SAFETY:
+    // - `addr` is a live `sockaddr` and the length passed matches it; an invalid fd only yields
+    //   an error.
+    let rc =
+        unsafe { libc::connect(fd, &raw const addr, mem::size_of::<libc::sockaddr>() as libc::socklen_t) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 

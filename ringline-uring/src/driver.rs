@@ -25,7 +25,7 @@ use ringline_core::driver::{
 use ringline_core::error::Error;
 
 use crate::buf_ring::BufRing;
-use crate::conn::{Conn, ConnectAddr, InFlightSend, local_addr, set_linger_zero, setsockopt_int};
+use crate::conn::{Conn, ConnectAddr, InFlightSend, disconnect, local_addr, set_linger_zero, setsockopt_int};
 use crate::fixed::FixedTable;
 use crate::probe::{self, Features};
 use crate::ring::Ring;
@@ -380,13 +380,26 @@ impl UringDriver {
             self.put(c);
             return Err(SubmitError::Full(Op::Send { conn: key, buf }));
         }
-        c.send = Some(InFlightSend::new(buf));
-        if let Some(entry) = c.send_entry() {
-            c.inflight += 1;
-            self.push_internal(entry);
-        }
+        // Guards reach the backend only at or above the zero-copy threshold (the core copies
+        // smaller ones), so any guard makes the write a zero-copy candidate.
+        let zc = self.features.send_zc && buf.has_guard();
+        c.send = Some(InFlightSend::new(buf, zc));
+        self.push_send(&mut c);
         self.put(c);
         Ok(())
+    }
+
+    /// Submits the write of the unsent bytes of `c`'s in-flight send, counted in `inflight`.
+    fn push_send(&mut self, c: &mut Conn) {
+        let Some(entry) = c.send_entry() else { return };
+        if let Some(s) = c.send.as_mut() {
+            s.op_pending = true;
+            if s.zc {
+                self.stats.zero_copy_sends += 1;
+            }
+        }
+        c.inflight += 1;
+        self.push_internal(entry);
     }
 
     fn shutdown_write(&mut self, key: ConnKey) {
@@ -432,6 +445,14 @@ impl UringDriver {
                 // - shutdown(2) takes no pointers; `fd` is the connection's open descriptor.
                 // SHUT_RD ends pending receives without sending FIN, so the close resets.
                 unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
+                if c.send.as_ref().is_some_and(|s| s.zc) {
+                    // The fd stays open until the last zero-copy notification, which a stalled
+                    // peer would hold back forever: reset now, so the kernel drops the queued
+                    // bytes and notifies.
+                    if let Err(e) = disconnect(c.fd) {
+                        tracing::trace!(?key, "disconnect before abort failed: {e}");
+                    }
+                }
             } else {
                 // SAFETY:
                 // - shutdown(2) takes no pointers; `fd` is the connection's open descriptor.
@@ -476,7 +497,7 @@ impl UringDriver {
         let (res, flags) = (cqe.result(), cqe.flags());
         match kind {
             Some(Kind::Recv) => self.on_recv(key, res, flags, sink),
-            Some(Kind::Send) => self.on_send(key, res, sink),
+            Some(Kind::Send) => self.on_send(key, res, flags, sink),
             Some(Kind::Connect) => self.on_connect(key, res, sink),
             Some(Kind::Wake) => {
                 self.wake_armed = false;
@@ -553,7 +574,10 @@ impl UringDriver {
         self.settle(c, sink);
     }
 
-    fn on_send(&mut self, key: ConnKey, res: i32, sink: &mut dyn CompletionSink) {
+    /// Handles a send's result completion or, for a zero-copy send, its notification (same
+    /// `user_data`, flagged `F_NOTIF`). `Sent` goes out once the write has its outcome and every
+    /// notification owed (one per result completion flagged `F_MORE`) has arrived.
+    fn on_send(&mut self, key: ConnKey, res: i32, flags: u32, sink: &mut dyn CompletionSink) {
         let Some(mut c) = self.take(key) else {
             self.stats.stale_completions += 1;
             return;
@@ -564,33 +588,61 @@ impl UringDriver {
             self.put(c);
             return;
         };
-        let result = if res >= 0 {
-            let n = (res as usize).min(s.buf.remaining());
-            s.buf.advance(n);
-            if s.buf.is_done() {
-                Some(Ok(s.buf.total_len()))
-            } else if c.closing.is_some() {
-                Some(Err(io::Error::from_raw_os_error(libc::ECANCELED)))
-            } else if n == 0 {
-                Some(Err(io::Error::from(io::ErrorKind::WriteZero)))
-            } else {
-                None
-            }
-        } else {
-            Some(Err(io::Error::from_raw_os_error(-res)))
-        };
-        match result {
-            Some(result) => {
+        if cqueue::notif(flags) {
+            // The kernel is done with the memory of one zero-copy write. Whichever of a write's
+            // result and notification comes second ends its `inflight` count.
+            if s.notifs > 0 {
                 c.inflight = c.inflight.saturating_sub(1);
-                sink.complete(Completion::Sent { conn: key, buf: s.buf, result });
             }
-            None => {
-                // Short write: send the remainder before reporting anything (still one in flight).
-                c.send = Some(s);
-                if let Some(entry) = c.send_entry() {
-                    self.push_internal(entry);
+            s.notifs -= 1;
+        } else {
+            s.op_pending = false;
+            if cqueue::more(flags) {
+                // A notification follows (decided by F_MORE, never by `res`).
+                if s.notifs < 0 {
+                    c.inflight = c.inflight.saturating_sub(1);
+                }
+                s.notifs += 1;
+            } else {
+                c.inflight = c.inflight.saturating_sub(1);
+            }
+            let result = if res >= 0 {
+                let n = (res as usize).min(s.buf.remaining());
+                s.buf.advance(n);
+                if s.buf.is_done() {
+                    Some(Ok(s.buf.total_len()))
+                } else if c.closing.is_some() {
+                    Some(Err(io::Error::from_raw_os_error(libc::ECANCELED)))
+                } else if n == 0 {
+                    Some(Err(io::Error::from(io::ErrorKind::WriteZero)))
+                } else {
+                    None
+                }
+            } else if s.zc && c.closing.is_none() && (res == -libc::EAGAIN || res == -libc::ENOBUFS) {
+                // The kernel could not take more zero-copy data right now (for example its
+                // notification or option-memory limits): write the rest with plain `sendmsg`.
+                s.zc = false;
+                None
+            } else {
+                Some(Err(io::Error::from_raw_os_error(-res)))
+            };
+            match result {
+                Some(result) => s.result = Some(result),
+                None => {
+                    // Short write: send the remainder before reporting anything. The memory of
+                    // earlier zero-copy writes stays with `s` until their notifications.
+                    c.send = Some(s);
+                    self.push_send(&mut c);
+                    self.settle(c, sink);
+                    return;
                 }
             }
+        }
+        if s.finished() {
+            let result = s.result.take().unwrap_or(Ok(0));
+            sink.complete(Completion::Sent { conn: key, buf: s.buf, result });
+        } else {
+            c.send = Some(s);
         }
         self.settle(c, sink);
     }
@@ -771,7 +823,7 @@ impl Driver for UringDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { zero_copy: false, fixed_files: self.fixed.is_some() }
+        Capabilities { zero_copy: self.features.send_zc, fixed_files: self.fixed.is_some() }
     }
 
     fn submit(&mut self, op: Op) -> Result<(), SubmitError> {
@@ -827,10 +879,17 @@ impl Driver for UringDriver {
         }
         // Close everything still open; their completions are dropped.
         let mut sink = NullSink;
-        let keys: Vec<ConnKey> =
-            self.conns.iter().flatten().filter(|c| c.closing.is_none()).map(|c| c.key).collect();
-        for key in keys {
-            self.close(key, false);
+        // Connections with a zero-copy send in flight are reset, so a stalled peer cannot hold
+        // back their notifications past the deadline.
+        let keys: Vec<(ConnKey, bool)> = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.closing.is_none())
+            .map(|c| (c.key, c.send.as_ref().is_some_and(|s| s.zc)))
+            .collect();
+        for (key, abort) in keys {
+            self.close(key, abort);
         }
         self.shut = true;
         self.drain_retry();

@@ -2,7 +2,8 @@
 //!
 //! [`UringDriver`] implements [`ringline_core::driver::Driver`] on Linux io_uring: one ring per
 //! worker thread, multishot receives into a provided-buffer ring, gathering sends that finish their
-//! own short writes, optional registered (fixed) files, and an eventfd-based [`UringUnpark`].
+//! own short writes (zero-copy `SendMsgZc` for guarded buffers, held until the kernel's
+//! notification), optional registered (fixed) files, and an eventfd-based [`UringUnpark`].
 //! [`probe()`] and [`available()`] tell whether the running kernel supports it.
 //!
 //! On other operating systems the crate is empty.
