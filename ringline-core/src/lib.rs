@@ -20,6 +20,7 @@ pub mod handler;
 pub mod join;
 pub mod metrics;
 mod runtime;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;

@@ -256,6 +256,13 @@ impl UringDriver {
             });
             return;
         }
+        // io_uring honours O_NONBLOCK: on a non-blocking socket a send that finds the socket
+        // buffer full completes with -EAGAIN instead of waiting inside the kernel. The acceptor
+        // hands streams over non-blocking (the mio backend needs that), so clear the flag here;
+        // no thread ever blocks on this fd, the ring does the waiting.
+        if let Err(e) = stream.set_nonblocking(false) {
+            tracing::debug!(?key, "clearing O_NONBLOCK failed: {e}");
+        }
         let fd = stream.into_raw_fd();
         let fixed = self.register_fixed(fd);
         let inserted = self.insert(Conn::new(key, fd, fixed));

@@ -73,6 +73,8 @@ mod sys;
 
 pub use launch::{Launched, RinglineBuilder};
 pub use ringline_core::buf::{GuardBox, SendGuard};
+#[cfg(feature = "futures-io")]
+pub use ringline_core::conn::ConnStream;
 pub use ringline_core::conn::{
     CloseReason, ConnCtx, ConnToken, ConnectFuture, Flush, MAX_GUARDS, OwnedConn, Recv, SendBuilder,
     SendFuture, WithBytes, WithData, connect, connect_with_timeout,

@@ -32,7 +32,20 @@ pub(crate) fn parse_args(args: &[String]) -> Result<TreeSource, String> {
 pub(crate) fn run(root: &Path, source: &TreeSource) -> StepResult {
     let tree = match source {
         TreeSource::Cargo => {
-            let args = ["tree", "-p", "ringline-core", "-e", "normal", "--target", "all", "--prefix", "none"];
+            // With every optional feature of core that users can enable (`testing` is test-only).
+            let args = [
+                "tree",
+                "-p",
+                "ringline-core",
+                "-e",
+                "normal",
+                "--target",
+                "all",
+                "--features",
+                "futures-io",
+                "--prefix",
+                "none",
+            ];
             Cargo::new(root, &args).stdout()?
         }
         TreeSource::File(path) => std::fs::read_to_string(path)

@@ -4,14 +4,16 @@ use std::path::Path;
 
 use crate::check_core::TreeSource;
 use crate::cmd::StepResult;
-use crate::{check_core, lint, test, tidy};
+use crate::{check_core, examples, lint, loom, test, tidy};
 
-/// Runs lint, check-core, tidy, then test.
+/// Runs lint, check-core, tidy, test, the loom models, then the examples under real clients.
 pub(crate) fn run(root: &Path) -> StepResult {
     step("lint", || lint::run(root))?;
     step("check-core", || check_core::run(root, &TreeSource::Cargo))?;
     step("tidy", || tidy::run(root))?;
     step("test", || test::run(root))?;
+    step("loom", || loom::run(root))?;
+    step("examples", || examples::run(root))?;
     println!("\nci: all steps passed");
     Ok(())
 }

@@ -10,6 +10,8 @@ const CLIPPY_CONFIGURATIONS: &[&[&str]] = &[
     &["--workspace"],
     &["-p", "ringline", "--no-default-features", "--features", "mio"],
     &["-p", "ringline", "--features", "uring,mio"],
+    &["-p", "ringline", "--features", "uring,mio,futures-io"],
+    &["-p", "ringline", "--no-default-features", "--features", "mio,futures-io"],
 ];
 
 /// Runs each lint step in turn and stops at the first failure.
@@ -21,7 +23,9 @@ pub(crate) fn run(root: &Path) -> StepResult {
     if manifest::has_feature(&manifest::read(&root.join("ringline-core/Cargo.toml"))?, "testing") {
         clippy(root, &["-p", "ringline-core", "--features", "testing"])?;
     }
-    Cargo::new(root, &["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings").run()
+    Cargo::new(root, &["doc", "--workspace", "--no-deps", "--features", "ringline/futures-io"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run()
 }
 
 /// `cargo clippy <selection> --all-targets -- -D warnings`.

@@ -7,7 +7,9 @@ mod bench;
 mod check_core;
 mod ci;
 mod cmd;
+mod examples;
 mod lint;
+mod loom;
 mod manifest;
 mod test;
 mod tidy;
@@ -24,8 +26,10 @@ subcommands:
   test                        workspace tests, then the facade suite on every backend configuration
   lint                        rustfmt check, clippy -D warnings per configuration, rustdoc -D warnings
   check-core [--tree-file F]  fail if io-uring, mio or libc is in ringline-core's normal tree
+  loom                        loom models of core's cross-thread paths (--cfg loom, target/loom)
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
   bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
+  examples                    http_hello under wrk, resp_server under redis-benchmark, per backend
 ";
 
 /// Entry point: `cargo xtask <subcommand> [args]`.
@@ -44,10 +48,12 @@ fn main() -> ExitCode {
             Err(message) => return usage_error(&message),
         },
         ("tidy", []) => tidy::run(&root),
+        ("loom", []) => loom::run(&root),
         ("bench", args) => match bench::parse_args(args) {
             Ok(options) => bench::run(&root, &options),
             Err(message) => return usage_error(&message),
         },
+        ("examples", []) => examples::run(&root),
         ("help" | "-h" | "--help", []) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -53,13 +53,17 @@ pub(crate) fn run(root: &Path) -> StepResult {
 fn configurations(root: &Path) -> StepResult<Vec<Configuration>> {
     let core_testing =
         manifest::has_feature(&manifest::read(&root.join("ringline-core/Cargo.toml"))?, "testing");
-    let facade_testing =
-        manifest::has_feature(&manifest::read(&root.join("ringline/Cargo.toml"))?, "testing");
+    let facade_manifest = manifest::read(&root.join("ringline/Cargo.toml"))?;
+    // Optional facade features whose tests run in every backend configuration.
+    let extras: Vec<&'static str> = ["testing", "futures-io"]
+        .into_iter()
+        .filter(|f| manifest::has_feature(&facade_manifest, f))
+        .collect();
     let mut workspace = vec!["--workspace", "--exclude", "ringline"];
     if core_testing {
         workspace.extend(["--features", "ringline-core/testing"]);
     }
-    let facade = |features, backend| facade_configuration(features, facade_testing, backend);
+    let facade = |features, backend| facade_configuration(features, &extras, backend);
     Ok(vec![
         Configuration { name: "workspace without facade".into(), args: strings(&workspace), backend: None },
         facade(None, None),
@@ -72,14 +76,14 @@ fn configurations(root: &Path) -> StepResult<Vec<Configuration>> {
 /// A facade run: `-p ringline` with exactly `features`, or its default features for `None`.
 fn facade_configuration(
     features: Option<&str>,
-    testing: bool,
+    extras: &[&str],
     backend: Option<&'static str>,
 ) -> Configuration {
     let mut args = strings(&["-p", "ringline"]);
     if features.is_some() {
         args.push("--no-default-features".into());
     }
-    let enabled: Vec<&str> = features.into_iter().chain(testing.then_some("testing")).collect();
+    let enabled: Vec<&str> = features.into_iter().chain(extras.iter().copied()).collect();
     if !enabled.is_empty() {
         args.extend(["--features".into(), enabled.join(",")]);
     }
@@ -185,9 +189,9 @@ mod tests {
 
     #[test]
     fn facade_testing_feature_is_added_when_declared() {
-        let config = facade_configuration(None, true, None);
+        let config = facade_configuration(None, &["testing"], None);
         assert_eq!(config.args, ["-p", "ringline", "--features", "testing"]);
-        let config = facade_configuration(Some("mio"), true, None);
+        let config = facade_configuration(Some("mio"), &["testing"], None);
         assert_eq!(config.args.join(" "), "-p ringline --no-default-features --features mio,testing");
     }
 

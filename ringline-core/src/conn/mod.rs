@@ -6,6 +6,8 @@ pub(crate) mod pool;
 pub(crate) mod recv;
 pub(crate) mod send;
 pub(crate) mod state;
+#[cfg(feature = "futures-io")]
+mod stream;
 pub(crate) mod table;
 
 use std::marker::PhantomData;
@@ -15,6 +17,8 @@ use std::time::Instant;
 pub use connect::{ConnectFuture, OwnedConn, connect, connect_with_timeout};
 pub use recv::{Recv, WithBytes, WithData};
 pub use send::{Flush, MAX_GUARDS, SendBuilder, SendFuture};
+#[cfg(feature = "futures-io")]
+pub use stream::ConnStream;
 
 use crate::driver::ConnKey;
 use crate::error::Error;

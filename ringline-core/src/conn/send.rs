@@ -420,3 +420,90 @@ impl Future for Flush {
         }
     }
 }
+
+/// Admission for the `futures-io` adapter (`conn/stream.rs`): commits a copy of `bufs` (one
+/// logical send) when admissible, else takes (or keeps) a FIFO place in `ticket` and registers the
+/// waker there. `ticket` is `None` again once the bytes were committed or an error was returned.
+/// The caller passes the buffer anew on every poll, so a retry with another buffer is fine: the
+/// place belongs to the stream, not to one buffer.
+#[cfg(feature = "futures-io")]
+pub(super) fn poll_admit_copy(
+    conn: &ConnCtx,
+    ticket: &mut Option<u64>,
+    cx: &Context<'_>,
+    bufs: &[std::io::IoSlice<'_>],
+) -> Poll<Result<usize, Error>> {
+    let key = conn.key;
+    let len: usize = bufs.iter().map(|b| b.len()).sum();
+    let r = conn.with_table(|core, conns| {
+        let c = conns.get(key).ok_or(Error::InvalidConnection)?;
+        if let Some(e) = write_refusal(c) {
+            if let Some(t) = ticket.take() {
+                leave_admission(c, t);
+            }
+            return Err(e);
+        }
+        if len == 0 {
+            return Ok(Some(0));
+        }
+        let limit = core.cfg.send_queue_limit();
+        let admitted = c.queued < limit
+            && match *ticket {
+                None => c.admission.is_empty(),
+                Some(t) => c.admission.front().map(|(f, _)| *f) == Some(t),
+            };
+        if admitted {
+            if ticket.take().is_some() {
+                c.admission.pop_front();
+            }
+            commit(core, c, bufs.iter().map(|b| Piece::Copy(&b[..])));
+            if let Some((_, w)) = c.admission.front() {
+                w.wake_by_ref();
+            }
+            conns.mark_dirty(key);
+            return Ok(Some(len));
+        }
+        match *ticket {
+            Some(t) => match c.admission.iter_mut().find(|(x, _)| *x == t) {
+                Some(e) => {
+                    if !e.1.will_wake(cx.waker()) {
+                        e.1 = cx.waker().clone();
+                    }
+                }
+                None => c.admission.push_back((t, cx.waker().clone())),
+            },
+            None => {
+                WorkerCounters::add(&core.counters().send_queue_full, 1);
+                let t = c.next_ticket;
+                c.next_ticket += 1;
+                c.admission.push_back((t, cx.waker().clone()));
+                *ticket = Some(t);
+            }
+        }
+        Ok(None)
+    });
+    match r {
+        Ok(Ok(Some(n))) => Poll::Ready(Ok(n)),
+        Ok(Ok(None)) => Poll::Pending,
+        Ok(Err(e)) | Err(e) => {
+            *ticket = None;
+            Poll::Ready(Err(e))
+        }
+    }
+}
+
+/// Gives up the admission place `ticket` of the `futures-io` adapter (no-op for a stale handle).
+#[cfg(feature = "futures-io")]
+pub(super) fn release_ticket(conn: &ConnCtx, ticket: u64) {
+    let _ = conn.with(|_, c| leave_admission(c, ticket));
+}
+
+/// Removes `ticket` from the admission queue, waking the next waiter if it was first.
+#[cfg(feature = "futures-io")]
+fn leave_admission(c: &mut Conn, ticket: u64) {
+    let was_first = c.admission.front().map(|(t, _)| *t) == Some(ticket);
+    c.admission.retain(|(t, _)| *t != ticket);
+    if was_first && let Some((_, w)) = c.admission.front() {
+        w.wake_by_ref();
+    }
+}

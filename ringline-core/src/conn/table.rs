@@ -308,3 +308,117 @@ pub(crate) fn write_error(c: &Conn) -> Error {
         _ => Error::Closed,
     }
 }
+
+/// Random alloc / recv / close / release sequences against a model of the slots: a key of an
+/// older generation never reaches the slot's new occupant (API R6).
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc(bool),
+        /// `on_recv` for any key handed out so far (live or stale).
+        Recv(Index, Vec<u8>),
+        /// `on_recv_end(Ok)` (FIN) for any key handed out so far.
+        RecvEnd(Index),
+        /// `on_closed` for any key handed out so far.
+        Closed(Index),
+        /// `release` of a slot in use.
+        Release(Index),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => any::<bool>().prop_map(Op::Alloc),
+            4 => (any::<Index>(), prop::collection::vec(any::<u8>(), 0..8)).prop_map(|(i, d)| Op::Recv(i, d)),
+            1 => any::<Index>().prop_map(Op::RecvEnd),
+            1 => any::<Index>().prop_map(Op::Closed),
+            2 => any::<Index>().prop_map(Op::Release),
+        ]
+    }
+
+    /// One key as the model sees it.
+    struct Occupant {
+        key: ConnKey,
+        live: bool,
+        /// The read side ended (FIN or close): later bytes are dropped.
+        read_ended: bool,
+        /// Every byte the slot accepted for this occupant.
+        received: Vec<u8>,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn stale_keys_never_reach_a_new_occupant(max in 1..5usize, ops in prop::collection::vec(op(), 1..60)) {
+            let mut table = ConnTable::new(max);
+            let mut pool = SendPool::new(0, 0);
+            let mut keys: Vec<Occupant> = Vec::new();
+            let mut stale = 0u64;
+            for op in ops {
+                let live = keys.iter().filter(|o| o.live).count();
+                match op {
+                    Op::Alloc(outbound) => {
+                        let got = table.alloc(outbound);
+                        prop_assert_eq!(got.is_some(), live < max, "alloc fails only when full");
+                        if let Some(key) = got {
+                            prop_assert!(keys.iter().all(|o| o.key != key), "a new key aliases an old one: {:?}", key);
+                            keys.push(Occupant { key, live: true, read_ended: false, received: Vec::new() });
+                        }
+                    }
+                    Op::Recv(i, data) if !keys.is_empty() => {
+                        let n = i.index(keys.len());
+                        let o = &mut keys[n];
+                        let accepted = table.on_recv(o.key, &data);
+                        if !o.live {
+                            stale += 1;
+                            prop_assert_eq!(accepted, 0);
+                        } else if o.read_ended {
+                            prop_assert_eq!(accepted, 0, "no bytes after the read side ended");
+                        } else {
+                            prop_assert_eq!(accepted, data.len());
+                            o.received.extend_from_slice(&data);
+                        }
+                    }
+                    Op::RecvEnd(i) if !keys.is_empty() => {
+                        let n = i.index(keys.len());
+                        let o = &mut keys[n];
+                        table.on_recv_end(o.key, Ok(()));
+                        if o.live { o.read_ended = true } else { stale += 1 }
+                    }
+                    Op::Closed(i) if !keys.is_empty() => {
+                        let n = i.index(keys.len());
+                        let o = &mut keys[n];
+                        table.on_closed(o.key, &mut pool);
+                        if o.live { o.read_ended = true } else { stale += 1 }
+                    }
+                    Op::Release(i) if live > 0 => {
+                        let o = keys.iter_mut().filter(|o| o.live).nth(i.index(live)).unwrap();
+                        table.release(o.key.index);
+                        o.live = false;
+                    }
+                    _ => {}
+                }
+
+                let live = keys.iter().filter(|o| o.live).count();
+                prop_assert_eq!(table.open(), live);
+                prop_assert!(table.open() <= max);
+                prop_assert_eq!(table.stale, stale, "every completion for an old generation is counted");
+                for o in &keys {
+                    match table.get(o.key) {
+                        Some(c) => {
+                            prop_assert!(o.live, "stale key {:?} still reaches its slot", o.key);
+                            prop_assert_eq!(&c.acc[..], &o.received[..], "accumulator of {:?}", o.key);
+                        }
+                        None => prop_assert!(!o.live, "live key {:?} lost its slot", o.key),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -9,11 +9,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Wake;
 
 use super::inbox::{Inbox, InboxMsg};
 use super::task::TaskId;
+use crate::sync::{AtomicBool, Ordering};
 
 thread_local! {
     /// Identity of the worker running on this thread (0 = none).
@@ -56,8 +56,13 @@ impl TaskWaker {
     }
 
     /// Called by the executor right before polling the task.
+    ///
+    /// A read-modify-write, not a store: the poll's reads of readiness must not move before the
+    /// clear (a store may wait in the store buffer while they run), or a wake racing the poll can
+    /// see the flag still set, queue nothing, and be lost. Checked by the loom model
+    /// `loom_wake_racing_clear_scheduled_with_atomic_readiness_requeues_task` in `inbox.rs`.
     pub(crate) fn clear_scheduled(&self) {
-        self.scheduled.store(false, Ordering::Release);
+        self.scheduled.swap(false, Ordering::AcqRel);
     }
 
     /// Marks the task scheduled; true when it was not already.

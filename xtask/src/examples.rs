@@ -1,0 +1,576 @@
+//! `cargo xtask examples`: drives the `http_hello` and `resp_server` examples with real clients
+//! (`wrk`, `redis-benchmark`) on every backend configuration.
+//!
+//! The examples are built in release mode for io_uring (`--examples`) and for mio
+//! (`--no-default-features --features mio --examples`); after each build the two binaries are
+//! copied to `<target>/xtask-examples/<backend>/`, so both builds exist side by side. Missing
+//! clients are installed with `apt-get install -y wrk redis-tools` (through `sudo` when not root).
+//!
+//! Each server runs as a child on `127.0.0.1:0` with `RUST_LOG=info`; its `listening on ADDR
+//! (… backend)` line gives the address and must name the expected backend. A short functional
+//! probe over a `TcpStream` checks pipelined answers and an error reply, then the client runs:
+//! `wrk` must report requests and no socket errors or non-2xx/3xx responses; `redis-benchmark`
+//! must finish its ping, set and get tests without any error. The server then gets SIGTERM and
+//! must exit 0 within 10 s, and its stderr (`<target>/xtask-examples/logs/`) must hold the
+//! `tracing` INFO line of ringline's launch summary (`ringline launched`). Failures are
+//! collected; a table of every run is printed at the end.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::cmd::{Cargo, StepResult};
+
+/// How long a server may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may run before it is killed.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a functional probe waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Worker threads of every server.
+const WORKERS: &str = "2";
+
+/// The variable that forces ringline's backend at launch; removed for the servers.
+const BACKEND_VAR: &str = "RINGLINE_BACKEND";
+
+/// A backend configuration the examples are built for.
+struct Build {
+    /// Name in the table and of the binaries' directory.
+    name: &'static str,
+    /// Cargo feature arguments.
+    features: &'static [&'static str],
+    /// What the `listening on` line must say: `(NAME backend)`.
+    backend: &'static str,
+}
+
+/// The configurations, in run order.
+const BUILDS: &[Build] = &[
+    Build { name: "uring", features: &[], backend: "Uring" },
+    Build { name: "mio", features: &["--no-default-features", "--features", "mio"], backend: "Mio" },
+];
+
+/// The examples run by this step.
+const EXAMPLES: &[&str] = &["http_hello", "resp_server"];
+
+/// The tests `redis-benchmark -t ping,set,get` reports.
+const REDIS_TESTS: &[&str] = &["PING_INLINE", "PING_MBULK", "SET", "GET"];
+
+/// One line of the final table.
+struct Row {
+    /// The example.
+    example: &'static str,
+    /// The backend configuration.
+    backend: &'static str,
+    /// The client (and its test, for `redis-benchmark`).
+    client: String,
+    /// Requests per second the client reported.
+    rate: Option<f64>,
+    /// `ok`, or `FAILED: reason`.
+    result: String,
+}
+
+/// Installs missing clients, builds both configurations, runs every example with its client.
+pub(crate) fn run(root: &Path) -> StepResult {
+    let started = Instant::now();
+    ensure_clients()?;
+    let out_dir = target_dir(root).join("xtask-examples");
+    let log_dir = out_dir.join("logs");
+    std::fs::create_dir_all(&log_dir).map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
+    for build in BUILDS {
+        let mut args = vec!["build", "--release", "-p", "ringline"];
+        args.extend(build.features);
+        args.push("--examples");
+        Cargo::new(root, &args).run()?;
+        let bin_dir = out_dir.join(build.name);
+        std::fs::create_dir_all(&bin_dir).map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
+        for example in EXAMPLES {
+            let from = target_dir(root).join("release").join("examples").join(example);
+            let to = bin_dir.join(example);
+            std::fs::copy(&from, &to)
+                .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+        }
+    }
+
+    let mut rows = Vec::new();
+    for build in BUILDS {
+        let bin_dir = out_dir.join(build.name);
+        rows.extend(run_http(build, &bin_dir, &log_dir));
+        rows.extend(run_resp(build, &bin_dir, &log_dir));
+    }
+    println!("\n{}", table(&rows));
+    println!(
+        "examples: {:.0} s in all; server logs in {}",
+        started.elapsed().as_secs_f64(),
+        log_dir.display()
+    );
+    let failed = rows.iter().filter(|r| r.result != "ok").count();
+    if failed == 0 { Ok(()) } else { Err(format!("{failed} of {} run(s) FAILED; see the table", rows.len())) }
+}
+
+/// The target directory: `CARGO_TARGET_DIR` (relative to the root) or `<root>/target`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// `http_hello` under `wrk -t2 -c100 -d5s`: one row.
+fn run_http(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
+    let outcome = with_server(build, bin_dir, log_dir, "http_hello", |addr| {
+        probe_http(addr)?;
+        let url = format!("http://{addr}/");
+        let out =
+            run_client(log_dir, &format!("wrk-{}", build.name), "wrk", &["-t2", "-c100", "-d5s", &url])?;
+        parse_wrk(&out).map(|rate| vec![("wrk".to_string(), rate)])
+    });
+    rows("http_hello", build, "wrk", outcome)
+}
+
+/// `resp_server` under `redis-benchmark -t ping,set,get -P 16 -n 100000 -q`: a row per test.
+fn run_resp(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
+    let outcome = with_server(build, bin_dir, log_dir, "resp_server", |addr| {
+        probe_resp(addr)?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("odd address {addr:?}"))?;
+        let args = ["-h", host, "-p", port, "-t", "ping,set,get", "-P", "16", "-n", "100000", "-q"];
+        let out = run_client(log_dir, &format!("redis-benchmark-{}", build.name), "redis-benchmark", &args)?;
+        parse_redis_benchmark(&out).map(|tests| {
+            tests.into_iter().map(|(test, rate)| (format!("redis-benchmark {test}"), rate)).collect()
+        })
+    });
+    rows("resp_server", build, "redis-benchmark", outcome)
+}
+
+/// Table rows of one server run: one per client result, or one FAILED row.
+fn rows(
+    example: &'static str,
+    build: &Build,
+    client: &str,
+    outcome: Result<Vec<(String, f64)>, String>,
+) -> Vec<Row> {
+    match outcome {
+        Ok(results) => results
+            .into_iter()
+            .map(|(client, rate)| Row {
+                example,
+                backend: build.name,
+                client,
+                rate: Some(rate),
+                result: "ok".to_string(),
+            })
+            .collect(),
+        Err(reason) => {
+            println!("examples: {example} ({}) FAILED: {reason}", build.name);
+            vec![Row {
+                example,
+                backend: build.name,
+                client: client.to_string(),
+                rate: None,
+                result: format!("FAILED: {reason}"),
+            }]
+        }
+    }
+}
+
+/// Starts `example` of `build`, runs `client` with its address, stops it with SIGTERM.
+///
+/// `Err` when the server does not start on the expected backend, `client` fails, the server
+/// dies, does not exit 0 within [`STOP_TIMEOUT`] of SIGTERM, or logged no INFO line.
+fn with_server<T>(
+    build: &Build,
+    bin_dir: &Path,
+    log_dir: &Path,
+    example: &str,
+    client: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let bin = bin_dir.join(example);
+    let stderr_path = log_dir.join(format!("{example}-{}.stderr", build.name));
+    let stderr =
+        File::create(&stderr_path).map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
+    let mut command = Command::new(&bin);
+    command
+        .args(["--addr", "127.0.0.1:0", "--workers", WORKERS])
+        .env_remove(BACKEND_VAR)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    println!("$ {} --addr 127.0.0.1:0 --workers {WORKERS}", bin.display());
+    let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let line = match wait_listening(&mut child) {
+        Ok(line) => line,
+        Err(reason) => {
+            let _ = stop(&mut child);
+            return Err(format!("server did not start: {reason}; stderr: {}", tail(&stderr_path)));
+        }
+    };
+    println!("  {line}");
+    let outcome = match listening_addr(&line) {
+        Some(addr) if line.contains(&format!("({} backend)", build.backend)) => client(&addr),
+        Some(_) => Err(format!("expected the {} backend: {line:?}", build.backend)),
+        None => Err(format!("no address in {line:?}")),
+    };
+    let died = child.try_wait().ok().flatten();
+    let stopped = match died {
+        Some(status) => Err(format!("server died during the run ({status})")),
+        None => stop(&mut child),
+    };
+    let logged = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let value = outcome?;
+    stopped.map_err(|reason| format!("{reason}; stderr: {}", tail(&stderr_path)))?;
+    if !logged.lines().any(|l| l.contains(" INFO ") && l.contains("launched")) {
+        return Err(format!(
+            "no tracing INFO line with the launch summary (`ringline launched`) on the server's stderr ({})",
+            stderr_path.display()
+        ));
+    }
+    Ok(value)
+}
+
+/// Reads the server's stdout until its `listening on` line, which it returns.
+///
+/// A thread keeps draining stdout afterwards so the server never blocks on a full pipe.
+fn wait_listening(child: &mut Child) -> Result<String, String> {
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("listening on ") => return Ok(line),
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!("no `listening on` line within {} s", START_TIMEOUT.as_secs()));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("it closed stdout without a `listening on` line".to_string());
+            }
+        }
+    }
+}
+
+/// `ADDR` from a line containing `listening on ADDR`.
+fn listening_addr(line: &str) -> Option<String> {
+    let rest = line.split_once("listening on ")?.1;
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
+/// Sends SIGTERM and waits up to [`STOP_TIMEOUT`]; `Err` unless the server exits 0 in time
+/// (it is killed after the timeout).
+fn stop(child: &mut Child) -> Result<(), String> {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if sent {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("server exited with {status} after SIGTERM")),
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(format!("waiting for the server: {e}")),
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(if sent {
+        format!("server did not exit within {} s of SIGTERM; killed", STOP_TIMEOUT.as_secs())
+    } else {
+        "`kill -TERM` failed; server killed".to_string()
+    })
+}
+
+/// Runs a client with a time limit; its stdout and stderr go to log files and are returned
+/// together. `Err` if it cannot start, times out or exits non-zero.
+fn run_client(log_dir: &Path, tag: &str, program: &str, args: &[&str]) -> Result<String, String> {
+    println!("$ {program} {}", args.join(" "));
+    let (out_path, err_path) = (log_dir.join(format!("{tag}.stdout")), log_dir.join(format!("{tag}.stderr")));
+    let create = |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(create(&out_path)?)
+        .stderr(create(&err_path)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let status = wait_timeout(&mut child, CLIENT_TIMEOUT)
+        .map_err(|reason| format!("{program} {reason}; output in {}", out_path.display()))?;
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let text = format!("{out}{err}");
+    if !status.success() {
+        return Err(format!("{program} failed ({status}): {}", last_lines(&text)));
+    }
+    Ok(text)
+}
+
+/// Waits for `child` up to `limit`; kills it after that.
+fn wait_timeout(child: &mut Child, limit: Duration) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("did not finish within {} s; killed", limit.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for it: {e}")),
+        }
+    }
+}
+
+/// The requests per second of `wrk`'s output; `Err` on socket errors, non-2xx/3xx responses
+/// or no requests at all.
+fn parse_wrk(out: &str) -> Result<f64, String> {
+    for bad in ["Socket errors", "Non-2xx or 3xx responses"] {
+        if let Some(line) = out.lines().find(|l| l.contains(bad)) {
+            return Err(format!("wrk reported `{}`", line.trim()));
+        }
+    }
+    let requests = out
+        .lines()
+        .find_map(|l| l.split_once(" requests in ").map(|(n, _)| n.trim().parse::<u64>()))
+        .ok_or_else(|| format!("no `N requests in` line in wrk's output: {}", last_lines(out)))?
+        .map_err(|e| format!("wrk's request count is not a number: {e}"))?;
+    if requests == 0 {
+        return Err("wrk completed no requests".to_string());
+    }
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("no `Requests/sec:` in wrk's output: {}", last_lines(out)))
+}
+
+/// `(test, requests per second)` of `redis-benchmark -q` output; `Err` on any error or a
+/// missing test.
+fn parse_redis_benchmark(out: &str) -> Result<Vec<(String, f64)>, String> {
+    let segments = || out.split(['\r', '\n']).map(str::trim).filter(|s| !s.is_empty());
+    if let Some(bad) = segments().find(|s| s.contains("ERR") || s.to_ascii_lowercase().contains("error")) {
+        return Err(format!("redis-benchmark reported `{bad}`"));
+    }
+    let results: Vec<(String, f64)> = segments()
+        .filter_map(|s| {
+            let (test, rest) = s.split_once(": ")?;
+            let (rate, _) = rest.split_once(" requests per second")?;
+            Some((test.to_string(), rate.trim().parse().ok()?))
+        })
+        .collect();
+    for test in REDIS_TESTS {
+        if !results.iter().any(|(t, rate)| t == test && *rate > 0.0) {
+            return Err(format!("redis-benchmark reported no {test} result: {}", last_lines(out)));
+        }
+    }
+    Ok(results)
+}
+
+/// Two pipelined GETs must get two greetings; a malformed request a 400 and the end of stream.
+fn probe_http(addr: &str) -> Result<(), String> {
+    let twice = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let reply = exchange(addr, twice, |r| count(r, b"Hello, world!\n") >= 2)?;
+    if count(&reply, b"HTTP/1.1 200 OK\r\n") != 2 {
+        return Err(format!("probe: two pipelined GETs got {:?}", String::from_utf8_lossy(&reply)));
+    }
+    let reply = exchange(addr, b"NONSENSE\r\n\r\n", |_| false)?;
+    if !reply.starts_with(b"HTTP/1.1 400 ") {
+        return Err(format!("probe: a bad request got {:?}", String::from_utf8_lossy(&reply)));
+    }
+    Ok(())
+}
+
+/// SET, GET and an inline PING, pipelined, must get their three answers in order.
+fn probe_resp(addr: &str) -> Result<(), String> {
+    let request = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n*2\r\n$3\r\nGET\r\n$3\r\nkey\r\nPING\r\n";
+    let expected = b"+OK\r\n$5\r\nvalue\r\n+PONG\r\n";
+    let reply = exchange(addr, request, |r| r.len() >= expected.len())?;
+    if reply != expected {
+        return Err(format!("probe: SET/GET/PING got {:?}", String::from_utf8_lossy(&reply)));
+    }
+    Ok(())
+}
+
+/// Sends `request` on a new connection and reads until `done` holds or the peer closes.
+fn exchange(addr: &str, request: &[u8], done: impl Fn(&[u8]) -> bool) -> Result<Vec<u8>, String> {
+    let fail = |e: std::io::Error| format!("probe of {addr}: {e}");
+    let mut stream = TcpStream::connect(addr).map_err(fail)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).map_err(fail)?;
+    stream.write_all(request).map_err(fail)?;
+    let mut reply = Vec::new();
+    let mut buf = [0; 4096];
+    while !done(&reply) {
+        match stream.read(&mut buf).map_err(fail)? {
+            0 => break,
+            n => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(reply)
+}
+
+/// Occurrences of `needle` in `haystack`.
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// Installs `wrk` and `redis-benchmark` (package `redis-tools`) with apt-get when missing.
+fn ensure_clients() -> StepResult {
+    let missing: Vec<&str> =
+        ["wrk", "redis-benchmark"].into_iter().filter(|p| find_program(p).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let manual =
+        "install wrk and redis-benchmark (Debian/Ubuntu: `apt-get install wrk redis-tools`) and retry";
+    println!("examples: {} not found; installing wrk and redis-tools with apt-get", missing.join(" and "));
+    if find_program("apt-get").is_none() {
+        return Err(format!("{} not found and apt-get is not available: {manual}", missing.join(" and ")));
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let sudo = match (is_root, find_program("sudo").is_some()) {
+        (true, _) => false,
+        (false, true) => true,
+        (false, false) => return Err(format!("not root and sudo is not available: {manual}")),
+    };
+    let apt = |args: &[&str]| -> StepResult {
+        let mut line: Vec<&str> = Vec::new();
+        if sudo {
+            line.extend(["sudo", "env", "DEBIAN_FRONTEND=noninteractive"]);
+        }
+        line.push("apt-get");
+        line.extend(args);
+        println!("$ {}", line.join(" "));
+        let status = Command::new(line[0])
+            .args(&line[1..])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| format!("`{}` did not start: {e}", line.join(" ")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("`{}` failed ({status}): {manual}", line.join(" ")))
+        }
+    };
+    apt(&["update"])?;
+    apt(&["install", "-y", "wrk", "redis-tools"])?;
+    match ["wrk", "redis-benchmark"].into_iter().find(|p| find_program(p).is_none()) {
+        Some(program) => Err(format!("{program} is still missing after apt-get install: {manual}")),
+        None => Ok(()),
+    }
+}
+
+/// The executable `name` in `PATH`.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
+        candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The last few non-empty lines of `text`, on one line.
+fn last_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// The last few lines of a log file, on one line.
+fn tail(path: &Path) -> String {
+    last_lines(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+/// The results table.
+fn table(rows: &[Row]) -> String {
+    let width = |f: fn(&Row) -> usize, title: &str| rows.iter().map(f).max().unwrap_or(0).max(title.len());
+    let (we, wb, wc) = (
+        width(|r| r.example.len(), "example"),
+        width(|r| r.backend.len(), "backend"),
+        width(|r| r.client.len(), "client"),
+    );
+    let mut t = format!(
+        "| {:we$} | {:wb$} | {:wc$} | {:>12} | result\n|{}|{}|{}|{}|-------\n",
+        "example",
+        "backend",
+        "client",
+        "requests/s",
+        "-".repeat(we + 2),
+        "-".repeat(wb + 2),
+        "-".repeat(wc + 2),
+        "-".repeat(14)
+    );
+    for r in rows {
+        let rate = r.rate.map_or("-".to_string(), |rate| format!("{rate:.0}"));
+        let _ = writeln!(
+            t,
+            "| {:we$} | {:wb$} | {:wc$} | {rate:>12} | {}",
+            r.example, r.backend, r.client, r.result
+        );
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_checked() {
+        let ok = "Running 5s test @ http://127.0.0.1:1/\n  2 threads and 100 connections\n\
+                  \x20 523450 requests in 5.00s, 43.42MB read\n\
+                  Requests/sec: 104650.12\nTransfer/sec: 8.68MB\n";
+        assert_eq!(parse_wrk(ok), Ok(104650.12));
+        let errors = ok
+            .replace("Requests/sec", "  Socket errors: connect 0, read 3, write 0, timeout 0\nRequests/sec");
+        assert!(parse_wrk(&errors).unwrap_err().contains("Socket errors"));
+        let non2xx = ok.replace("Requests/sec", "  Non-2xx or 3xx responses: 7\nRequests/sec");
+        assert!(parse_wrk(&non2xx).is_err());
+        assert!(parse_wrk(&ok.replace("523450 requests", "0 requests")).is_err());
+        assert!(parse_wrk("").is_err());
+    }
+
+    #[test]
+    fn redis_benchmark_output_is_checked() {
+        let ok = "PING_INLINE: rps=0.0 (overall: nan) avg_msec=nan (overall: nan)\r\
+                  PING_INLINE: 250000.00 requests per second, p50=0.191 msec\n\
+                  PING_MBULK: 333333.34 requests per second, p50=0.135 msec\n\
+                  SET: 200000.00 requests per second, p50=0.223 msec\n\
+                  GET: 249376.56 requests per second, p50=0.183 msec\n";
+        let results = parse_redis_benchmark(ok).unwrap();
+        assert_eq!(results.len(), 4);
+        assert_eq!(results[2], ("SET".to_string(), 200000.0));
+        assert!(parse_redis_benchmark(&format!("{ok}Error: Connection reset by peer\n")).is_err());
+        assert!(parse_redis_benchmark(&ok.replace("GET: 249376.56", "GET: x")).is_err());
+    }
+
+    #[test]
+    fn table_lines_up() {
+        let row = |client: &str, rate, result: &str| Row {
+            example: "http_hello",
+            backend: "uring",
+            client: client.to_string(),
+            rate,
+            result: result.to_string(),
+        };
+        let t = table(&[row("wrk", Some(1234.4), "ok"), row("redis-benchmark SET", None, "FAILED: x")]);
+        assert!(t.contains("| http_hello | uring   | wrk                 |         1234 | ok\n"), "{t}");
+        assert!(t.contains("| redis-benchmark SET |            - | FAILED: x\n"), "{t}");
+    }
+}
