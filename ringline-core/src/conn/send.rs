@@ -142,6 +142,7 @@ where
         }
         if c.queued >= core.cfg.send_queue_limit() || !c.admission.is_empty() {
             WorkerCounters::add(&core.counters().send_queue_full, 1);
+            core.exhausted(crate::runtime::exhaustion::Exhaustion::SendQueue);
             return Err(Error::SendQueueFull);
         }
         let need = copy_len(core, pieces.as_ref());
@@ -150,6 +151,7 @@ where
         drop(pool);
         if need > room {
             WorkerCounters::add(&core.counters().send_pool_exhausted, 1);
+            core.exhausted(crate::runtime::exhaustion::Exhaustion::SendPool);
             return Err(Error::SendPoolExhausted);
         }
         commit(core, c, pieces);
@@ -303,6 +305,7 @@ impl<'a> SendFuture<'a> {
                 return Ok(SendState::Committed { end, len });
             }
             WorkerCounters::add(&core.counters().send_queue_full, 1);
+            core.exhausted(crate::runtime::exhaustion::Exhaustion::SendQueue);
             let ticket = c.next_ticket;
             c.next_ticket += 1;
             c.admission.push_back((ticket, std::task::Waker::noop().clone()));
@@ -474,6 +477,7 @@ pub(super) fn poll_admit_copy(
             },
             None => {
                 WorkerCounters::add(&core.counters().send_queue_full, 1);
+                core.exhausted(crate::runtime::exhaustion::Exhaustion::SendQueue);
                 let t = c.next_ticket;
                 c.next_ticket += 1;
                 c.admission.push_back((t, cx.waker().clone()));

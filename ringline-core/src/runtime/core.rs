@@ -37,6 +37,8 @@ pub(crate) struct Core {
     pub(crate) shutting_down: Cell<bool>,
     pub(crate) shutdown_waiters: RefCell<Vec<Waker>>,
     pub(crate) current_task: Cell<Option<TaskId>>,
+    /// When each kind of exhaustion was last logged.
+    pub(crate) warnings: super::exhaustion::ExhaustionWarnings,
     /// `set_nodelay` requests, applied by the loop (it owns the driver).
     pub(crate) nodelay: RefCell<Vec<(ConnKey, bool)>>,
 }
@@ -48,6 +50,12 @@ impl Core {
 
     pub(crate) fn count_timer_exhausted(&self) {
         WorkerCounters::add(&self.counters().timer_exhausted, 1);
+        self.exhausted(super::exhaustion::Exhaustion::Timers);
+    }
+
+    /// Logs (rate-limited) that a pool or queue ran out.
+    pub(crate) fn exhausted(&self, kind: super::exhaustion::Exhaustion) {
+        self.warnings.note(self.worker, kind);
     }
 
     /// Queues a `TCP_NODELAY` change for the loop to apply.

@@ -3,6 +3,7 @@
 pub(crate) mod api;
 pub(crate) mod context;
 pub(crate) mod core;
+pub(crate) mod exhaustion;
 pub(crate) mod handle;
 pub(crate) mod shared;
 pub(crate) mod sink;

@@ -93,6 +93,7 @@ pub fn run_worker<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<()
         shutdown_waiters: std::cell::RefCell::new(Vec::new()),
         current_task: std::cell::Cell::new(None),
         nodelay: std::cell::RefCell::new(Vec::new()),
+        warnings: Default::default(),
     });
     let guard = ContextGuard::enter(core.clone());
     let handler = match catch_unwind(|| H::create_for_worker(p.worker)) {
@@ -211,6 +212,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             let mut conns = core.conns.borrow_mut();
             let Some(key) = conns.alloc(false) else {
                 WorkerCounters::add(&core.counters().connections_refused, 1);
+                core.exhausted(super::exhaustion::Exhaustion::Connections);
                 return;
             };
             let c = conns.get(key).expect("just allocated");
@@ -381,6 +383,10 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         let core = &self.core;
         let c = core.counters();
         let stats = self.driver.stats();
+        let ring_ran_dry = stats.recv_buffer_exhausted > c.recv_buffer_exhausted.load(Ordering::Relaxed);
+        if ring_ran_dry {
+            core.exhausted(super::exhaustion::Exhaustion::RecvBuffers);
+        }
         c.publish_backend(&stats);
         let stale = core.conns.borrow().stale;
         WorkerCounters::set(&c.stale_completions, stats.stale_completions + stale);
