@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+pub mod blocking;
 pub mod buf;
 pub mod config;
 pub mod conn;
@@ -26,6 +27,7 @@ pub mod testing;
 pub mod time;
 
 pub use backend::{Backend, BackendChoice};
+pub use blocking::{BlockingHandle, spawn_blocking};
 pub use buf::{GuardBox, SendBuf, SendGuard};
 pub use config::{Config, ConfigBuilder};
 pub use conn::{CloseReason, ConnCtx, ConnToken, OwnedConn, connect, connect_with_timeout};

@@ -72,6 +72,7 @@ pub mod select;
 mod sys;
 
 pub use launch::{Launched, RinglineBuilder};
+pub use ringline_core::blocking::{BlockingHandle, spawn_blocking};
 pub use ringline_core::buf::{GuardBox, SendGuard};
 #[cfg(feature = "futures-io")]
 pub use ringline_core::conn::ConnStream;

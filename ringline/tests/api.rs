@@ -446,3 +446,37 @@ fn connects_cancelled_around_their_completion_leave_no_orphan() {
     assert!(common::settle(5, || shutdown.metrics().workers[0].connections_open == 0), "client slots leaked");
     stop(shutdown, handles);
 }
+
+#[test]
+fn spawn_blocking_runs_on_the_pool_reports_panics_and_its_threads_end_with_the_runtime() {
+    let _w = Watchdog::new("spawn_blocking_runs_on_the_pool", 30);
+    let (shutdown, handles) = client_runtime(config().blocking_threads(2));
+    let (sum, panicked, names) = on_worker(&shutdown, || async {
+        let jobs: Vec<_> = (0..8u64)
+            .map(|i| {
+                ringline::spawn_blocking(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    (i, std::thread::current().name().unwrap_or("").to_string())
+                })
+            })
+            .collect();
+        let results = ringline::join_all(jobs).await;
+        let sum: u64 = results.iter().map(|r| r.as_ref().unwrap().0).sum();
+        let names: Vec<String> = results.into_iter().map(|r| r.unwrap().1).collect();
+        let panicked = matches!(
+            ringline::spawn_blocking(|| panic!("test-induced blocking panic")).await,
+            Err::<(), _>(Error::TaskPanicked)
+        );
+        (sum, panicked, names)
+    });
+    assert_eq!(sum, 28, "every job ran once");
+    assert!(panicked, "a panicking job resolves Err(TaskPanicked)");
+    assert!(names.iter().all(|n| n.starts_with("ringline-blocking-")), "{names:?}");
+    let mut distinct = names.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() <= 2, "blocking_threads(2) caps the pool: {distinct:?}");
+    stop(shutdown, handles);
+    let left = common::thread_names().into_iter().filter(|n| n.starts_with("ringline-blocking")).count();
+    assert_eq!(left, 0, "pool threads must be joined when the workers end");
+}

@@ -52,6 +52,8 @@ pub struct RuntimeShared {
     /// Counters of the acceptor threads.
     pub acceptor: AcceptorCounters,
     backend: Mutex<Option<Backend>>,
+    blocking: std::sync::OnceLock<Arc<crate::blocking::BlockingPool>>,
+    live_workers: AtomicUsize,
 }
 
 impl std::fmt::Debug for RuntimeShared {
@@ -71,6 +73,8 @@ impl RuntimeShared {
             local_addrs: Mutex::new(Vec::new()),
             acceptor: AcceptorCounters::default(),
             backend: Mutex::new(None),
+            blocking: std::sync::OnceLock::new(),
+            live_workers: AtomicUsize::new(0),
         })
     }
 
@@ -131,6 +135,26 @@ impl RuntimeShared {
     /// The backend the workers run.
     pub fn backend(&self) -> Option<Backend> {
         *self.backend.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shared blocking pool, created on first use with `threads` threads at most.
+    pub(crate) fn blocking_pool(&self, threads: usize) -> &Arc<crate::blocking::BlockingPool> {
+        self.blocking.get_or_init(|| crate::blocking::BlockingPool::new(threads))
+    }
+
+    /// A worker starts.
+    pub(crate) fn worker_started(&self) {
+        self.live_workers.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A worker exits; the last one stops the blocking pool (dropping queued jobs, waiting for
+    /// running ones) so no thread outlives the workers.
+    pub(crate) fn worker_exited(&self) {
+        if self.live_workers.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(pool) = self.blocking.get()
+        {
+            pool.shutdown();
+        }
     }
 
     pub(crate) fn worker(&self, i: usize) -> Option<Arc<WorkerShared>> {

@@ -54,6 +54,14 @@ pub struct WorkerParams {
 /// # Errors
 /// Setup failures (also reported through `ready`) and fatal backend errors.
 pub fn run_worker<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<(), Error> {
+    p.runtime.worker_started();
+    let runtime = p.runtime.clone();
+    let result = run_worker_inner::<D, H>(p);
+    runtime.worker_exited();
+    result
+}
+
+fn run_worker_inner<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<(), Error> {
     let span = tracing::info_span!("ringline.worker", worker = p.worker, backend = D::NAME);
     let _enter = span.enter();
     let driver = match D::new(&p.cfg, p.worker) {
