@@ -36,7 +36,12 @@ pub(crate) struct BlockingPool {
 impl BlockingPool {
     pub(crate) fn new(max_threads: usize) -> Arc<BlockingPool> {
         Arc::new(BlockingPool {
-            state: Mutex::new(PoolState { jobs: VecDeque::new(), threads: Vec::new(), idle: 0, shutdown: false }),
+            state: Mutex::new(PoolState {
+                jobs: VecDeque::new(),
+                threads: Vec::new(),
+                idle: 0,
+                shutdown: false,
+            }),
             work: Condvar::new(),
             max_threads: max_threads.max(1),
         })
