@@ -17,10 +17,9 @@
 //! `Transfer-Encoding` (chunked bodies) is not supported and gets `501 Not Implemented`. Each of
 //! those closes the connection after the response.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+mod support;
 
-use ringline::{AsyncEventHandler, Config, ConnCtx, ParseResult, RinglineBuilder};
+use ringline::{AsyncEventHandler, ConnCtx, ParseResult};
 
 /// The most bytes a request head (request line, headers and the blank line) may take.
 const MAX_HEAD: usize = 8 * 1024;
@@ -262,64 +261,8 @@ fn respond_refusal(out: &mut Vec<u8>, refusal: Refusal) {
 }
 
 /// Set by the signal handler; polled by `main`.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// `--addr HOST:PORT` (default 127.0.0.1:8080) and `--workers N` (0: one per CPU).
-fn parse_args() -> (String, usize) {
-    let mut addr = "127.0.0.1:8080".to_string();
-    let mut workers = 0;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--addr" => addr = args.next().expect("--addr needs HOST:PORT"),
-            "--workers" => {
-                workers = args.next().and_then(|n| n.parse().ok()).expect("--workers needs a number")
-            }
-            other => {
-                eprintln!("unknown argument {other}; usage: http_hello [--addr HOST:PORT] [--workers N]");
-                std::process::exit(2);
-            }
-        }
-    }
-    (addr, workers)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let (addr, workers) = parse_args();
-    // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    let config = Config::builder().workers(workers).max_connections(8192).build()?;
-    let (shutdown, handles) = RinglineBuilder::new(config).bind(addr.parse()?).launch::<Http>()?;
-    println!(
-        "http_hello listening on {} ({:?} backend)",
-        shutdown.local_addrs()[0],
-        shutdown.backend().unwrap()
-    );
-    while !STOP.load(Ordering::SeqCst) && !shutdown.is_shutting_down() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    tracing::info!("shutting down");
-    shutdown.shutdown_with_deadline(Duration::from_secs(5));
-    for h in handles {
-        h.join().map_err(|_| "worker panicked")??;
-    }
-    println!("bye");
-    Ok(())
+    support::serve::<Http>("http_hello", "127.0.0.1:8080")
 }
 
 #[cfg(test)]

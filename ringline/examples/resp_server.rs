@@ -27,13 +27,13 @@
 //! than one worker two clients may see different values for a key. `redis-benchmark` is fine with
 //! that (every connection only reads what it wrote); use `--workers 1` for one shared map.
 
+mod support;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use ringline::{AsyncEventHandler, Config, ConnCtx, ParseResult, RinglineBuilder};
+use ringline::{AsyncEventHandler, ConnCtx, ParseResult};
 
 /// A worker's key-value map.
 type Store = Rc<RefCell<HashMap<Vec<u8>, Vec<u8>>>>;
@@ -304,64 +304,8 @@ fn printable(name: &[u8]) -> Vec<u8> {
 }
 
 /// Set by the signal handler; polled by `main`.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// `--addr HOST:PORT` (default 127.0.0.1:6380) and `--workers N` (0: one per CPU).
-fn parse_args() -> (String, usize) {
-    let mut addr = "127.0.0.1:6380".to_string();
-    let mut workers = 0;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--addr" => addr = args.next().expect("--addr needs HOST:PORT"),
-            "--workers" => {
-                workers = args.next().and_then(|n| n.parse().ok()).expect("--workers needs a number")
-            }
-            other => {
-                eprintln!("unknown argument {other}; usage: resp_server [--addr HOST:PORT] [--workers N]");
-                std::process::exit(2);
-            }
-        }
-    }
-    (addr, workers)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let (addr, workers) = parse_args();
-    // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-    let config = Config::builder().workers(workers).max_connections(8192).build()?;
-    let (shutdown, handles) = RinglineBuilder::new(config).bind(addr.parse()?).launch::<Resp>()?;
-    println!(
-        "resp_server listening on {} ({:?} backend)",
-        shutdown.local_addrs()[0],
-        shutdown.backend().unwrap()
-    );
-    while !STOP.load(Ordering::SeqCst) && !shutdown.is_shutting_down() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    tracing::info!("shutting down");
-    shutdown.shutdown_with_deadline(Duration::from_secs(5));
-    for h in handles {
-        h.join().map_err(|_| "worker panicked")??;
-    }
-    println!("bye");
-    Ok(())
+    support::serve::<Resp>("resp_server", "127.0.0.1:6380")
 }
 
 #[cfg(test)]

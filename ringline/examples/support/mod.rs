@@ -1,0 +1,70 @@
+//! The shared `main` of the example servers: flags, logging, signals, launch, and a graceful
+//! drain on SIGINT/SIGTERM.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ringline::{AsyncEventHandler, Config, RinglineBuilder};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// `--addr HOST:PORT` (default `default_addr`) and `--workers N` (0: one per CPU).
+fn parse_args(name: &str, default_addr: &str) -> (String, usize) {
+    let mut addr = default_addr.to_string();
+    let mut workers = 0;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--addr" => addr = args.next().expect("--addr needs HOST:PORT"),
+            "--workers" => {
+                workers = args.next().and_then(|n| n.parse().ok()).expect("--workers needs a number")
+            }
+            other => {
+                eprintln!("unknown argument {other}; usage: {name} [--addr HOST:PORT] [--workers N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    (addr, workers)
+}
+
+/// Runs handler `H` until SIGINT or SIGTERM, then drains for up to 5 s. Logs go to stderr
+/// (`RUST_LOG`, default `info`); stdout carries `NAME listening on ADDR (BACKEND backend)` and `bye`.
+pub(crate) fn serve<H: AsyncEventHandler>(
+    name: &str,
+    default_addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let (addr, workers) = parse_args(name, default_addr);
+    // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    // 8,192 per worker keeps the fd budget under common RLIMIT_NOFILE hard limits.
+    let config = Config::builder().workers(workers).max_connections(8192).build()?;
+    let (shutdown, handles) = RinglineBuilder::new(config).bind(addr.parse()?).launch::<H>()?;
+    let backend = shutdown.backend().map_or("unknown", |b| b.name());
+    println!("{name} listening on {} ({backend} backend)", shutdown.local_addrs()[0]);
+    while !STOP.load(Ordering::SeqCst) && !shutdown.is_shutting_down() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::info!("shutting down");
+    shutdown.shutdown_with_deadline(Duration::from_secs(5));
+    for h in handles {
+        h.join().map_err(|_| "worker panicked")??;
+    }
+    println!("bye");
+    Ok(())
+}
