@@ -30,22 +30,25 @@ fn ten_thousand_connect_close_cycles_leak_no_fd() {
             c.read_exact(&mut b).unwrap();
         }
     }
-    let settled = settle(10, || open(&server) == 0 && fd_count() <= baseline);
+    // Every connection is accounted for: served and released, or closed by the acceptor because
+    // every hand-off queue was full, or aborted by the peer before `accept` returned it. The last
+    // ones may still sit in the listen backlog when the client loop ends, so wait for all of them.
+    let accounted = |s: &Server| {
+        let m = s.shutdown.metrics();
+        let closed: u64 = m.workers.iter().map(|w| w.connections_closed + w.connections_refused).sum();
+        (closed, m.acceptor.handoff_full_closed + m.acceptor.errors_transient)
+    };
+    let settled = settle(10, || {
+        let (closed, by_acceptor) = accounted(&server);
+        closed + by_acceptor >= 10_001 && open(&server) == 0 && fd_count() <= baseline
+    });
+    let (closed, by_acceptor) = accounted(&server);
     assert!(
         settled,
-        "fds {} vs baseline {baseline}, connections_open {} on {}",
+        "fds {} vs baseline {baseline}, connections_open {}, closed+refused {closed}, closed by the acceptor \
+         {by_acceptor} on {}",
         fd_count(),
         open(&server),
-        backend_label()
-    );
-    // Every connection is accounted for: served and released, or closed by the acceptor because
-    // every hand-off queue was full, or aborted by the peer before `accept` returned it.
-    let m = server.shutdown.metrics();
-    let closed: u64 = m.workers.iter().map(|w| w.connections_closed + w.connections_refused).sum();
-    let by_acceptor = m.acceptor.handoff_full_closed + m.acceptor.errors_transient;
-    assert!(
-        closed + by_acceptor >= 10_000,
-        "connections_closed+refused {closed}, closed by the acceptor {by_acceptor} on {}",
         backend_label()
     );
     server.stop();
