@@ -56,7 +56,7 @@ static PROBE: OnceLock<Result<Features, String>> = OnceLock::new();
 /// The features of this kernel's io_uring, probed once per process; `Err` says why io_uring cannot
 /// be used at all (for example `io_uring_setup: EPERM (seccomp?)`).
 pub fn probe() -> &'static Result<Features, String> {
-    PROBE.get_or_init(run_probe)
+    PROBE.get_or_init(probe_on_own_thread)
 }
 
 /// `Ok` when the driver can run here, else a human-readable reason.
@@ -79,6 +79,19 @@ pub(crate) fn describe_setup_error(e: &io::Error) -> String {
         _ => return format!("io_uring_setup: {e}"),
     };
     format!("io_uring_setup: {detail}")
+}
+
+/// Runs the probe on a short-lived thread of its own. Tearing down the trial rings can queue
+/// io_uring task work on the thread that created them, which interrupts that thread's next
+/// blocking syscall; a socket read with `SO_RCVTIMEO` then fails with `EINTR`. The caller's thread
+/// (an application thread calling `launch`) must not see that.
+fn probe_on_own_thread() -> Result<Features, String> {
+    std::thread::Builder::new()
+        .name("ringline-probe".into())
+        .spawn(run_probe)
+        .map_err(|e| format!("cannot start the probe thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".to_string()))
 }
 
 fn run_probe() -> Result<Features, String> {
