@@ -55,7 +55,7 @@ pub(crate) fn serve<H: AsyncEventHandler>(
     // 8,192 per worker keeps the fd budget under common RLIMIT_NOFILE hard limits.
     let config = Config::builder().workers(workers).max_connections(8192).build()?;
     let (shutdown, handles) = RinglineBuilder::new(config).bind(addr.parse()?).launch::<H>()?;
-    let backend = shutdown.backend().map_or("unknown", |b| b.name());
+    let backend = shutdown.backend().map_or_else(|| "unknown".to_string(), |b| format!("{b:?}"));
     println!("{name} listening on {} ({backend} backend)", shutdown.local_addrs()[0]);
     while !STOP.load(Ordering::SeqCst) && !shutdown.is_shutting_down() {
         std::thread::sleep(Duration::from_millis(50));
