@@ -185,6 +185,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             let mut sink = CoreSink { core: &self.core };
             self.driver.park(timeout, &mut sink)?;
             self.retry_pending();
+            self.apply_nodelay();
             self.fire_due();
         }
     }
@@ -295,11 +296,6 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         for op in ops.drain(..) {
             self.submit(op);
         }
-        for (key, on) in core.nodelay.borrow_mut().drain(..) {
-            if let Err(e) = self.driver.set_nodelay(key, on) {
-                tracing::debug!("set_nodelay failed: {e}");
-            }
-        }
         for (key, reason) in report.released {
             WorkerCounters::add(&core.counters().connections_closed, 1);
             tracing::debug!(worker = core.worker, index = key.index, ?reason, "connection released");
@@ -320,6 +316,17 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         }
     }
 
+    /// Applies `set_nodelay` requests after a park, so a connection adopted or connected in the
+    /// same pass is already known to the backend (mio registers sockets during `park`).
+    fn apply_nodelay(&mut self) {
+        let requests = std::mem::take(&mut *self.core.nodelay.borrow_mut());
+        for (key, on) in requests {
+            if let Err(e) = self.driver.set_nodelay(key, on) {
+                tracing::debug!(index = key.index, "set_nodelay failed: {e}");
+            }
+        }
+    }
+
     fn retry_pending(&mut self) {
         while let Some(op) = self.pending.pop_front() {
             if let Err(SubmitError::Full(op)) = self.driver.submit(op) {
@@ -336,6 +343,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             || !self.pending.is_empty()
             || !core.outbox.borrow().is_empty()
             || !core.conns.borrow().dirty.is_empty()
+            || !core.nodelay.borrow().is_empty()
             || core.shared.notify_pending.load(Ordering::Acquire)
             || (core.runtime.is_shutting_down() && !core.shutting_down.get());
         if busy {
