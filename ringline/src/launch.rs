@@ -33,7 +33,7 @@ pub type Launched = (ShutdownHandle, Vec<JoinHandle<Result<(), Error>>>);
 ///         }
 ///     }
 /// }
-/// let (shutdown, workers) = RinglineBuilder::new(Config::default())
+/// let (shutdown, workers) = RinglineBuilder::new(Config::builder().max_connections(4096).build()?)
 ///     .bind("127.0.0.1:7878".parse().unwrap())
 ///     .launch::<Echo>()?;
 /// # drop(shutdown); for w in workers { let _ = w.join(); }

@@ -35,8 +35,10 @@
 //!     }
 //! }
 //!
+//! // Launch checks that workers × max_connections fits under the RLIMIT_NOFILE hard limit.
+//! let config = Config::builder().max_connections(4096).build()?;
 //! let (shutdown, workers) =
-//!     RinglineBuilder::new(Config::default()).bind("127.0.0.1:7878".parse().unwrap()).launch::<Echo>()?;
+//!     RinglineBuilder::new(config).bind("127.0.0.1:7878".parse().unwrap()).launch::<Echo>()?;
 //! println!("listening on {:?}", shutdown.local_addrs());
 //! for w in workers {
 //!     w.join().unwrap()?;
