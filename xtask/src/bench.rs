@@ -15,13 +15,12 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::cmd::{Cargo, StepResult};
+use crate::server;
 
 /// The variable that forces ringline's backend at launch.
 const BACKEND_VAR: &str = "RINGLINE_BACKEND";
@@ -435,46 +434,15 @@ fn run_one(
     Ok(RunOutput { values: parse_values(&stdout), problems })
 }
 
+/// Reads the server's stdout until its `listening on ADDR` line; returns `ADDR`.
+fn wait_listening(child: &mut Child) -> Result<String, String> {
+    let line = server::wait_listening_line(child, START_TIMEOUT)?;
+    server::listening_addr(&line).ok_or_else(|| format!("no address in {line:?}"))
+}
+
 /// Creates (truncates) a log file for a child's output.
 fn log_file(path: &Path) -> Result<File, String> {
     File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))
-}
-
-/// Reads the server's stdout until its `listening on ADDR` line; returns `ADDR`.
-///
-/// A thread keeps draining stdout afterwards so the server never blocks on a full pipe.
-fn wait_listening(child: &mut Child) -> Result<String, String> {
-    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(addr) = listening_addr(&line) {
-                    return Ok(addr);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(format!("no `listening on` line within {} s", START_TIMEOUT.as_secs()));
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err("it closed stdout without a `listening on` line".to_string());
-            }
-        }
-    }
-}
-
-/// `ADDR` from a line containing `listening on ADDR`.
-fn listening_addr(line: &str) -> Option<String> {
-    let rest = line.split_once("listening on ")?.1;
-    rest.split_whitespace().next().map(str::to_owned)
 }
 
 /// Waits for `child` up to `limit`; kills it after that.
@@ -772,8 +740,8 @@ mod tests {
     #[test]
     fn listening_line_gives_the_address() {
         let line = "ringline_echo listening on 127.0.0.1:40123 (Uring backend)";
-        assert_eq!(listening_addr(line).as_deref(), Some("127.0.0.1:40123"));
-        assert_eq!(listening_addr("starting up"), None);
+        assert_eq!(server::listening_addr(line).as_deref(), Some("127.0.0.1:40123"));
+        assert_eq!(server::listening_addr("starting up"), None);
     }
 
     #[test]

@@ -17,15 +17,15 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::cmd::{Cargo, StepResult};
+use crate::server;
 
 /// How long a server may take to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -206,7 +206,7 @@ fn with_server<T>(
         .stderr(stderr);
     println!("$ {} --addr 127.0.0.1:0 --workers {WORKERS}", bin.display());
     let mut child = command.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let line = match wait_listening(&mut child) {
+    let line = match server::wait_listening_line(&mut child, START_TIMEOUT) {
         Ok(line) => line,
         Err(reason) => {
             let _ = stop(&mut child);
@@ -214,7 +214,7 @@ fn with_server<T>(
         }
     };
     println!("  {line}");
-    let outcome = match listening_addr(&line) {
+    let outcome = match server::listening_addr(&line) {
         Some(addr) if line.contains(&format!("({} backend)", build.backend)) => client(&addr),
         Some(_) => Err(format!("expected the {} backend: {line:?}", build.backend)),
         None => Err(format!("no address in {line:?}")),
@@ -234,39 +234,6 @@ fn with_server<T>(
         ));
     }
     Ok(value)
-}
-
-/// Reads the server's stdout until its `listening on` line, which it returns.
-///
-/// A thread keeps draining stdout afterwards so the server never blocks on a full pipe.
-fn wait_listening(child: &mut Child) -> Result<String, String> {
-    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains("listening on ") => return Ok(line),
-            Ok(_) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                return Err(format!("no `listening on` line within {} s", START_TIMEOUT.as_secs()));
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err("it closed stdout without a `listening on` line".to_string());
-            }
-        }
-    }
-}
-
-/// `ADDR` from a line containing `listening on ADDR`.
-fn listening_addr(line: &str) -> Option<String> {
-    let rest = line.split_once("listening on ")?.1;
-    rest.split_whitespace().next().map(str::to_owned)
 }
 
 /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`]; `Err` unless the server exits 0 in time

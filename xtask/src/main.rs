@@ -11,6 +11,7 @@ mod examples;
 mod lint;
 mod loom;
 mod manifest;
+mod server;
 mod test;
 mod tidy;
 
