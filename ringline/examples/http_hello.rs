@@ -17,6 +17,8 @@
 //! `Transfer-Encoding` (chunked bodies) is not supported and gets `501 Not Implemented`. Each of
 //! those closes the connection after the response.
 
+#[path = "support/requests.rs"]
+mod requests;
 mod support;
 
 use ringline::{AsyncEventHandler, ConnCtx, ParseResult};
@@ -40,31 +42,12 @@ impl AsyncEventHandler for Http {
     }
 
     fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
-        async move {
-            let mut parser = Parser::default();
-            let mut out = Vec::with_capacity(4096);
-            loop {
-                let read = conn.with_data(|data| parser.parse(data, &mut out)).await;
-                match read {
-                    Ok(0) => break, // end of stream
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "read ended");
-                        break;
-                    }
-                }
-                if !out.is_empty() {
-                    if let Err(e) = conn.send(&out).await {
-                        tracing::debug!(error = %e, "send failed");
-                        break;
-                    }
-                    out.clear();
-                }
-                if parser.close {
-                    break; // returning closes after the queued bytes are written
-                }
-            }
-        }
+        let mut parser = Parser::default();
+        requests::answer_requests(conn, move |data, out, close| {
+            let consumed = parser.parse(data, out);
+            *close = parser.close;
+            consumed
+        })
     }
 }
 

@@ -27,6 +27,8 @@
 //! than one worker two clients may see different values for a key. `redis-benchmark` is fine with
 //! that (every connection only reads what it wrote); use `--workers 1` for one shared map.
 
+#[path = "support/requests.rs"]
+mod requests;
 mod support;
 
 use std::cell::RefCell;
@@ -64,31 +66,7 @@ impl AsyncEventHandler for Resp {
 
     fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
         let store = Rc::clone(&self.store);
-        async move {
-            let mut close = false;
-            let mut out = Vec::with_capacity(4096);
-            loop {
-                let read = conn.with_data(|data| serve(data, &store, &mut out, &mut close)).await;
-                match read {
-                    Ok(0) => break, // end of stream
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::debug!(error = %e, "read ended");
-                        break;
-                    }
-                }
-                if !out.is_empty() {
-                    if let Err(e) = conn.send(&out).await {
-                        tracing::debug!(error = %e, "send failed");
-                        break;
-                    }
-                    out.clear();
-                }
-                if close {
-                    break; // returning closes after the queued bytes are written
-                }
-            }
-        }
+        requests::answer_requests(conn, move |data, out, close| serve(data, &store, out, close))
     }
 }
 

@@ -404,7 +404,7 @@ fn run_one(
     // Connecting 2000 sockets and the window itself, plus generous slack.
     let limit = Duration::from_secs_f64(run_secs + 60.0);
     let load_result = match load.spawn() {
-        Ok(mut loadgen) => wait_timeout(&mut loadgen, limit),
+        Ok(mut loadgen) => server::wait_timeout(&mut loadgen, limit).map_err(|e| format!("loadgen {e}")),
         Err(e) => Err(format!("cannot start loadgen: {e}")),
     };
 
@@ -443,23 +443,6 @@ fn wait_listening(child: &mut Child) -> Result<String, String> {
 /// Creates (truncates) a log file for a child's output.
 fn log_file(path: &Path) -> Result<File, String> {
     File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))
-}
-
-/// Waits for `child` up to `limit`; kills it after that.
-fn wait_timeout(child: &mut Child, limit: Duration) -> Result<ExitStatus, String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("loadgen did not finish within {} s; killed", limit.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for loadgen: {e}")),
-        }
-    }
 }
 
 /// Sends SIGTERM to the server and waits; kills it after [`STOP_TIMEOUT`].

@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{Cargo, StepResult};
@@ -277,7 +277,7 @@ fn run_client(log_dir: &Path, tag: &str, program: &str, args: &[&str]) -> Result
         .stderr(create(&err_path)?)
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;
-    let status = wait_timeout(&mut child, CLIENT_TIMEOUT)
+    let status = server::wait_timeout(&mut child, CLIENT_TIMEOUT)
         .map_err(|reason| format!("{program} {reason}; output in {}", out_path.display()))?;
     let out = std::fs::read_to_string(&out_path).unwrap_or_default();
     let err = std::fs::read_to_string(&err_path).unwrap_or_default();
@@ -286,23 +286,6 @@ fn run_client(log_dir: &Path, tag: &str, program: &str, args: &[&str]) -> Result
         return Err(format!("{program} failed ({status}): {}", last_lines(&text)));
     }
     Ok(text)
-}
-
-/// Waits for `child` up to `limit`; kills it after that.
-fn wait_timeout(child: &mut Child, limit: Duration) -> Result<ExitStatus, String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("did not finish within {} s; killed", limit.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("waiting for it: {e}")),
-        }
-    }
 }
 
 /// The requests per second of `wrk`'s output; `Err` on socket errors, non-2xx/3xx responses

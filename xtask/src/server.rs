@@ -1,8 +1,8 @@
-//! Helpers for the server children that `bench` and `examples` start: finding their
-//! `listening on ADDR` line.
+//! Helpers for the children that `bench` and `examples` start: finding a server's
+//! `listening on ADDR` line, and waiting for a client with a time limit.
 
 use std::io::{BufRead, BufReader};
-use std::process::Child;
+use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,23 @@ pub(crate) fn wait_listening_line(child: &mut Child, timeout: Duration) -> Resul
 pub(crate) fn listening_addr(line: &str) -> Option<String> {
     let rest = line.split_once("listening on ")?.1;
     rest.split_whitespace().next().map(str::to_owned)
+}
+
+/// Waits for `child` up to `limit`; kills it after that.
+pub(crate) fn wait_timeout(child: &mut Child, limit: Duration) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("did not finish within {} s; killed", limit.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting for it: {e}")),
+        }
+    }
 }
 
 #[cfg(test)]
