@@ -85,15 +85,12 @@ fn poll_read(
     cx: &Context<'_>,
     mut call: impl FnMut(&mut BytesMut) -> ParseResult,
 ) -> Poll<Result<usize, Error>> {
-    let Some(core) = crate::runtime::context::current_core() else {
-        return Poll::Ready(Err(Error::NotInRuntime));
-    };
     loop {
         let step = conn.with(|core, c| step(core, c, cursor, cx));
         let mut acc = match step {
             Err(e) | Ok(Step::Ready(Err(e))) => {
                 if matches!(e, Error::MessageTooLarge { .. }) {
-                    abort_key(&core, conn.key, CloseReason::TooLarge);
+                    with_core(|core| abort_key(core, conn.key, CloseReason::TooLarge));
                 }
                 return Poll::Ready(Err(e));
             }
@@ -103,7 +100,7 @@ fn poll_read(
         };
         let len = acc.len();
         let result = call(&mut acc);
-        let limit = core.cfg.recv_accumulator_limit();
+        let limit = with_core(|core| core.cfg.recv_accumulator_limit()).unwrap_or(usize::MAX);
         let outcome = match result {
             ParseResult::Consumed(n) if n > 0 => {
                 assert!(n <= len, "ParseResult::Consumed({n}) exceeds the {len} bytes shown (handler bug)");
@@ -131,7 +128,7 @@ fn poll_read(
         });
         match outcome {
             Some(Err(e)) => {
-                abort_key(&core, conn.key, CloseReason::TooLarge);
+                with_core(|core| abort_key(core, conn.key, CloseReason::TooLarge));
                 return Poll::Ready(Err(e));
             }
             Some(Ok(n)) => {

@@ -18,11 +18,6 @@ pub(crate) fn with_core<R>(f: impl FnOnce(&Core) -> R) -> Option<R> {
     CORE.with(|c| c.borrow().as_ref().map(|core| f(core)))
 }
 
-/// The current worker's state, cloned out (for code that must call back into handles).
-pub(crate) fn current_core() -> Option<Rc<Core>> {
-    CORE.with(|c| c.borrow().clone())
-}
-
 /// Installs a worker's state on this thread until dropped.
 pub(crate) struct ContextGuard(());
 
