@@ -36,7 +36,13 @@ pub struct Config {
     timer_slots: usize,
     standalone_task_capacity: usize,
     tick_interval: Option<Duration>,
+    udp_recv_buffers: (usize, usize),
+    udp_recv_queue: usize,
+    udp_sends_in_flight: usize,
+    tls_handshake_timeout: Duration,
+    disk_ops_in_flight: usize,
     blocking_threads: usize,
+    nvme: bool,
 }
 
 impl Default for Config {
@@ -68,7 +74,13 @@ impl Default for Config {
             timer_slots: 4_096,
             standalone_task_capacity: 4_096,
             tick_interval: Some(Duration::from_millis(10)),
+            udp_recv_buffers: (64, 65_536),
+            udp_recv_queue: 1_024,
+            udp_sends_in_flight: 64,
+            tls_handshake_timeout: Duration::from_secs(10),
+            disk_ops_in_flight: 256,
             blocking_threads: 4,
+            nvme: false,
         }
     }
 }
@@ -133,8 +145,18 @@ setters! {
     standalone_task_capacity: usize,
     /// Longest wait between `on_tick` calls; `None`: only when the loop wakes anyway.
     tick_interval: Option<Duration>,
+    /// Datagrams buffered per UDP socket before new ones are dropped (at least 1).
+    udp_recv_queue: usize,
+    /// UDP sends outstanding per socket before `send_to` waits (at least 1).
+    udp_sends_in_flight: usize,
+    /// Longest a TLS handshake may take, server and client (feature `tls`).
+    tls_handshake_timeout: Duration,
+    /// File and disk operations outstanding per worker; more wait (at least 1).
+    disk_ops_in_flight: usize,
     /// Threads of the shared blocking pool.
     blocking_threads: usize,
+    /// io_uring: build rings with 128-byte entries so NVMe passthrough can run.
+    nvme: bool,
 }
 
 impl ConfigBuilder {
@@ -161,6 +183,12 @@ impl ConfigBuilder {
     /// Per-worker staging memory for copied sends: `slots` of `slot_size` bytes.
     pub fn send_pool(mut self, slots: usize, slot_size: usize) -> Self {
         self.cfg.send_pool = (slots, slot_size);
+        self
+    }
+    /// Per-worker datagram receive buffers: `count` (power of two) of `size` bytes; larger
+    /// datagrams are counted as truncated and dropped.
+    pub fn udp_recv_buffers(mut self, count: usize, size: usize) -> Self {
+        self.cfg.udp_recv_buffers = (count, size);
         self
     }
 
@@ -220,6 +248,17 @@ impl Config {
         )?;
         check(self.tick_interval != Some(Duration::ZERO), "tick_interval", "must be non-zero or None")?;
         check(self.blocking_threads >= 1, "blocking_threads", "must be at least 1")?;
+        let (udp_count, udp_size) = self.udp_recv_buffers;
+        check(
+            udp_count.is_power_of_two() && (1..=32_768).contains(&udp_count),
+            "udp_recv_buffers",
+            "count must be a power of two in 1 ..= 32768",
+        )?;
+        check((64..=65_536).contains(&udp_size), "udp_recv_buffers", "size must be 64 B ..= 64 KiB")?;
+        check(self.udp_recv_queue >= 1, "udp_recv_queue", "must be at least 1")?;
+        check(self.udp_sends_in_flight >= 1, "udp_sends_in_flight", "must be at least 1")?;
+        check(self.tls_handshake_timeout > Duration::ZERO, "tls_handshake_timeout", "must be non-zero")?;
+        check(self.disk_ops_in_flight >= 1, "disk_ops_in_flight", "must be at least 1")?;
         Ok(())
     }
 
@@ -242,6 +281,10 @@ impl Config {
     /// Send pool: `(slots, slot_size)`.
     pub fn send_pool(&self) -> (usize, usize) {
         self.send_pool
+    }
+    /// Per-worker datagram receive buffers: `(count, size)`.
+    pub fn udp_recv_buffers(&self) -> (usize, usize) {
+        self.udp_recv_buffers
     }
     /// The worker count with 0 resolved to the available parallelism.
     pub fn resolved_workers(&self) -> usize {
@@ -273,6 +316,12 @@ mod tests {
             (Config::builder().send_pool(0, 4096), "send_pool"),
             (Config::builder().timer_slots(0), "timer_slots"),
             (Config::builder().tick_interval(Some(Duration::ZERO)), "tick_interval"),
+            (Config::builder().udp_recv_buffers(3, 2048), "udp_recv_buffers"),
+            (Config::builder().udp_recv_buffers(4, 65_537), "udp_recv_buffers"),
+            (Config::builder().udp_recv_queue(0), "udp_recv_queue"),
+            (Config::builder().udp_sends_in_flight(0), "udp_sends_in_flight"),
+            (Config::builder().tls_handshake_timeout(Duration::ZERO), "tls_handshake_timeout"),
+            (Config::builder().disk_ops_in_flight(0), "disk_ops_in_flight"),
         ];
         for (b, want) in cases {
             match b.build() {

@@ -111,6 +111,20 @@ worker_metrics! {
     fixed_files_in_use,
     /// Sockets that fell back to a plain fd.
     fixed_file_fallbacks,
+    /// Datagrams delivered to UDP sockets.
+    udp_datagrams_received,
+    /// Datagrams the kernel accepted for sending.
+    udp_datagrams_sent,
+    /// Datagrams dropped because a socket's receive queue was full.
+    udp_dropped,
+    /// Datagrams larger than a receive buffer, dropped and counted.
+    udp_truncated,
+    /// Datagram sends (or unconnected-socket ICMP errors) that failed after admission.
+    udp_send_errors,
+    /// File and disk operations completed.
+    disk_ops,
+    /// File and disk operations outstanding (gauge).
+    disk_ops_in_flight,
 }
 
 impl WorkerCounters {
