@@ -32,6 +32,9 @@ pub(crate) enum TaskKind {
     Standalone,
     /// The task of an inbound connection (returned by `on_accept`).
     Conn(ConnKey),
+    /// A handler entry point (`on_start`, `on_udp_bind`): standalone, but not counted against
+    /// `standalone_task_capacity` (API 5), so a full slab never keeps a worker from starting.
+    Entry,
 }
 
 pub(crate) struct TaskSlot {

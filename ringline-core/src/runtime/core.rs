@@ -78,6 +78,14 @@ impl Core {
         Ok(handle)
     }
 
+    /// Spawns a handler entry-point task (`on_start`, `on_udp_bind`), which does not count
+    /// against `standalone_task_capacity`.
+    pub(crate) fn spawn_entry<F: Future<Output = ()> + 'static>(&self, f: F) -> TaskId {
+        let id = self.tasks.borrow_mut().insert(TaskKind::Entry);
+        self.install(id, Box::pin(f));
+        id
+    }
+
     /// Spawns the task of connection `conn`.
     pub(crate) fn spawn_conn_task(&self, conn: ConnKey, fut: BoxFuture) -> TaskId {
         let id = self.tasks.borrow_mut().insert(TaskKind::Conn(conn));

@@ -139,9 +139,7 @@ struct Worker<D: Driver, H> {
 impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
     fn run(&mut self) -> Result<(), Error> {
         let start = self.handler.on_start();
-        if let Err(e) = self.core.spawn(start) {
-            tracing::warn!("on_start task not spawned: {e}");
-        }
+        self.core.spawn_entry(start);
         let tick = self.core.cfg.tick_interval();
         let mut next_tick = tick.map(|d| Instant::now() + d);
         let mut inbox = Vec::new();

@@ -1,6 +1,9 @@
 //! Shared helpers of the facade's integration tests: launching, watchdogs, fd baselines.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod alloc;
+pub mod framed;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
