@@ -135,28 +135,12 @@ fn peer_reset_mid_stream_leaves_other_connections_alone() {
     for i in 0..20 {
         let mut c = client(server.addr);
         c.write_all(&pattern(i, 256 * 1024)).unwrap();
-        set_linger_zero(&c);
+        common::set_linger_zero(&c);
         drop(c);
     }
     round_trip(&mut canary, &pattern(99, 100_000));
     drop(canary);
     server.stop();
-}
-
-fn set_linger_zero(s: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: `l` outlives the call, its size is passed, and `s` keeps the fd open.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const l).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0);
 }
 
 /// Echoes with `with_data`, but panics when it sees `boom!`.

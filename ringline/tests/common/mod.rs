@@ -3,6 +3,10 @@
 
 pub mod alloc;
 pub mod framed;
+pub mod skip;
+
+#[allow(unused_imports)]
+pub use skip::record_skip;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -213,4 +217,43 @@ pub fn stop(shutdown: ShutdownHandle, handles: Vec<JoinHandle<Result<(), Error>>
     for h in handles {
         h.join().expect("worker panicked").expect("worker error");
     }
+}
+
+/// Makes closing `s` send a reset (`SO_LINGER {on, 0}`) instead of a FIN.
+pub fn set_linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: `l` outlives the call, its size is passed, and `s` keeps the fd open.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const l).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "setsockopt(SO_LINGER): {}", std::io::Error::last_os_error());
+}
+
+/// Environment variable telling a re-executed test binary that it runs as the child.
+pub const CHILD_ENV: &str = "RINGLINE_TEST_CHILD";
+
+/// True in a child started by [`run_child`].
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// Re-executes this test binary running only `test`, as a child marked by [`CHILD_ENV`] (for
+/// rlimit and signal-disposition tests); returns its exit status after echoing its output.
+pub fn run_child(test: &str) -> std::process::ExitStatus {
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, "1")
+        .output()
+        .expect("spawn the child test process");
+    eprintln!("--- child `{test}` stdout ---\n{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("--- child `{test}` stderr ---\n{}", String::from_utf8_lossy(&out.stderr));
+    out.status
 }
