@@ -144,6 +144,23 @@ pub fn fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
+/// What each open descriptor of this process points at (for failure messages).
+pub fn fd_list() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| {
+                let e = e.ok()?;
+                Some(format!(
+                    "{}->{}",
+                    e.file_name().to_string_lossy(),
+                    std::fs::read_link(e.path()).ok()?.display()
+                ))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Threads of this process started by ringline (named `ringline-*`). Other threads come and go
 /// with the test harness running tests in parallel, so they are not counted.
 pub fn thread_count() -> usize {
