@@ -43,6 +43,8 @@ pub struct Config {
     disk_ops_in_flight: usize,
     blocking_threads: usize,
     nvme: bool,
+    #[cfg(feature = "testing")]
+    faults: Option<crate::faults::FaultPlan>,
 }
 
 impl Default for Config {
@@ -81,6 +83,8 @@ impl Default for Config {
             disk_ops_in_flight: 256,
             blocking_threads: 4,
             nvme: false,
+            #[cfg(feature = "testing")]
+            faults: None,
         }
     }
 }
@@ -192,6 +196,13 @@ impl ConfigBuilder {
         self
     }
 
+    /// Faults to inject (feature `testing`, for tests only; see [`crate::faults::FaultPlan`]).
+    #[cfg(feature = "testing")]
+    pub fn faults(mut self, plan: crate::faults::FaultPlan) -> Self {
+        self.cfg.faults = Some(plan);
+        self
+    }
+
     /// Checks every value and returns the configuration, or the first invalid setting.
     pub fn build(self) -> Result<Config, Error> {
         let c = self.cfg;
@@ -276,7 +287,17 @@ impl Config {
     }
     /// io_uring registered-file table size (default `max_connections + 64`).
     pub fn fixed_files(&self) -> usize {
-        self.fixed_files.unwrap_or(self.max_connections + 64)
+        let n = self.fixed_files.unwrap_or(self.max_connections + 64);
+        #[cfg(feature = "testing")]
+        if let Some(cap) = self.faults.as_ref().and_then(|f| f.fixed_file_cap()) {
+            return n.min(cap);
+        }
+        n
+    }
+    /// The fault plan (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn faults(&self) -> Option<&crate::faults::FaultPlan> {
+        self.faults.as_ref()
     }
     /// Send pool: `(slots, slot_size)`.
     pub fn send_pool(&self) -> (usize, usize) {

@@ -17,6 +17,8 @@ pub mod conn;
 pub mod driver;
 pub mod error;
 pub mod executor;
+#[cfg(feature = "testing")]
+pub mod faults;
 pub mod handler;
 pub mod join;
 pub mod metrics;

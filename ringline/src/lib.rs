@@ -72,6 +72,8 @@ mod acceptor;
 mod launch;
 pub mod select;
 mod sys;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use launch::{Launched, RinglineBuilder};
 pub use ringline_core::blocking::{BlockingHandle, spawn_blocking};

@@ -64,6 +64,13 @@ pub fn run_worker<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<()
 fn run_worker_inner<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<(), Error> {
     let span = tracing::info_span!("ringline.worker", worker = p.worker, backend = D::NAME);
     let _enter = span.enter();
+    #[cfg(feature = "testing")]
+    if p.cfg.faults().is_some_and(|f| f.take_setup_failure(p.worker)) {
+        let reason = "injected by FaultPlan::fail_worker_setup".to_string();
+        let _ =
+            p.ready.send((p.worker, Err(Error::WorkerSetup { worker: p.worker, reason: reason.clone() })));
+        return Err(Error::WorkerSetup { worker: p.worker, reason });
+    }
     let driver = match D::new(&p.cfg, p.worker) {
         Ok(d) => d,
         Err(e) => {
@@ -309,9 +316,18 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             self.pending.push_back(op);
             return;
         }
-        if let Err(SubmitError::Full(op)) = self.driver.submit(op) {
+        if let Err(SubmitError::Full(op)) = self.submit_to_driver(op) {
             self.pending.push_back(op);
         }
+    }
+
+    /// `Driver::submit`, unless a test's `FaultPlan` makes this submission report "full".
+    fn submit_to_driver(&mut self, op: Op) -> Result<(), SubmitError> {
+        #[cfg(feature = "testing")]
+        if self.core.cfg.faults().is_some_and(|f| f.take_submit_failure(self.core.worker)) {
+            return Err(SubmitError::Full(op));
+        }
+        self.driver.submit(op)
     }
 
     /// Applies `set_nodelay` requests after a park, so a connection adopted or connected in the
@@ -327,7 +343,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
 
     fn retry_pending(&mut self) {
         while let Some(op) = self.pending.pop_front() {
-            if let Err(SubmitError::Full(op)) = self.driver.submit(op) {
+            if let Err(SubmitError::Full(op)) = self.submit_to_driver(op) {
                 self.pending.push_front(op);
                 break;
             }
