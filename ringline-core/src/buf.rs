@@ -202,6 +202,10 @@ impl SendBuf {
     pub fn has_guard(&self) -> bool {
         self.parts.iter().any(|p| matches!(p.memory, PartMemory::Guard(_)))
     }
+    /// How many zero-copy guards the buffer holds.
+    pub fn guard_count(&self) -> usize {
+        self.parts.iter().filter(|p| matches!(p.memory, PartMemory::Guard(_))).count()
+    }
     /// Marks `n` more bytes as written. Panics if `n` exceeds [`SendBuf::remaining`].
     pub fn advance(&mut self, mut n: usize) {
         assert!(n <= self.remaining(), "advance past the end of a SendBuf");

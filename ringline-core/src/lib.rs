@@ -16,6 +16,8 @@ pub mod config;
 pub mod conn;
 pub mod driver;
 pub mod error;
+#[cfg(feature = "testing")]
+pub mod event_log;
 pub mod executor;
 #[cfg(feature = "testing")]
 pub mod faults;

@@ -4,6 +4,7 @@
 //! `probe()` lets a test ask whether an io_uring feature exists before it relies on it, and skip
 //! loudly (printing `SKIPPED: <test> needs <feature>`) instead of passing silently.
 
+pub use ringline_core::event_log::Event;
 pub use ringline_core::faults::FaultPlan;
 
 /// What the running kernel's io_uring offers, as probed once per process; all `false` when io_uring

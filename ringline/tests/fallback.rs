@@ -9,7 +9,6 @@
 //!
 //! Builds without both features record a skip instead.
 
-#[cfg(all(feature = "uring", feature = "mio"))]
 mod common;
 #[cfg(all(feature = "uring", feature = "mio"))]
 #[path = "common/seccomp.rs"]
@@ -36,9 +35,7 @@ fn fallback_to_mio_under_seccomp() {
     record_skip(&format!("SKIPPED: {TEST} needs features uring+mio"));
 }
 
-#[path = "common/skip.rs"]
-mod skip;
-use skip::record_skip;
+use common::record_skip;
 
 #[cfg(all(feature = "uring", feature = "mio"))]
 mod imp {

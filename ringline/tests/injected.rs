@@ -11,6 +11,7 @@ fn injected_faults_need_the_testing_feature() {
 
 #[cfg(feature = "testing")]
 mod with_faults {
+    use std::io::Write;
     use std::net::{SocketAddr, TcpListener};
     use std::sync::{Mutex, MutexGuard};
     use std::time::Duration;
@@ -165,5 +166,157 @@ mod with_faults {
         assert!(served > 0, "no parallel launch served: {:?}", outcomes.first());
         assert!(settle(5, || fd_count() <= fds), "fds {} > baseline {fds}", fd_count());
         assert!(settle(5, || thread_count() <= threads), "threads {} > baseline {threads}", thread_count());
+    }
+
+    // ---- 28. zc_guard_lifetime_and_deferred_close ---------------------------------------------
+
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use ringline::testing::Event;
+    use ringline::{AsyncEventHandler, ConnCtx, ConnToken, SendGuard, join_all};
+
+    const MESSAGES: u64 = 1000;
+    const MESSAGE: usize = 64 * 1024;
+    static GUARD_DROPS: AtomicU64 = AtomicU64::new(0);
+    static TOKEN: Mutex<Option<ConnToken>> = Mutex::new(None);
+
+    /// 64 KiB of message `i`, counting its drop.
+    struct CountedGuard(Vec<u8>);
+
+    impl SendGuard for CountedGuard {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for CountedGuard {
+        fn drop(&mut self) {
+            GUARD_DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Queues 1,000 guarded 64 KiB sends at once, then `close()`s (client sent `A`) or
+    /// `abort()`s (client sent `B`) while they are in flight.
+    struct GuardedSender;
+
+    impl AsyncEventHandler for GuardedSender {
+        fn create_for_worker(_worker: usize) -> Self {
+            GuardedSender
+        }
+        fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+            async move {
+                *TOKEN.lock().unwrap() = Some(conn.token());
+                let cmd = conn.recv().await.unwrap_or_default();
+                let sends =
+                    join_all((0..MESSAGES).map(|i| conn.send_owned(CountedGuard(pattern(i, MESSAGE)))));
+                let sender = spawn(sends).expect("spawn the sends");
+                ringline::yield_now().await;
+                if cmd.first() == Some(&b'A') {
+                    conn.close();
+                } else {
+                    conn.abort();
+                }
+                let _ = sender.await;
+            }
+        }
+    }
+
+    fn guard_lifetime(variant: u8) {
+        GUARD_DROPS.store(0, Ordering::SeqCst);
+        *TOKEN.lock().unwrap() = None;
+        let cfg = config().workers(1).send_queue_limit(128 << 20).zero_copy_threshold(4096);
+        let server = Server::start::<GuardedSender>(cfg);
+        server.shutdown.enable_event_log();
+        let mut c = client(server.addr);
+        c.write_all(&[variant]).unwrap();
+        let expected: Vec<u8> = (0..MESSAGES).flat_map(|i| pattern(i, MESSAGE)).collect();
+        let mut got = Vec::with_capacity(expected.len());
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = loop {
+            match c.read(&mut buf) {
+                Ok(0) => break "eof",
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+                Err(e) => panic!("client read failed on {}: {e}", backend_label()),
+            }
+            if got.len() % (4 << 20) < 64 * 1024 {
+                std::thread::sleep(Duration::from_millis(2)); // a slow reader
+            }
+        };
+        assert!(
+            got[..] == expected[..got.len()],
+            "variant {}: the client's bytes are not an exact prefix",
+            variant as char
+        );
+        if variant == b'A' {
+            assert_eq!(
+                (got.len(), end),
+                (expected.len(), "eof"),
+                "close() must deliver everything, then EOF"
+            );
+        } else {
+            assert!(
+                got.len() < expected.len(),
+                "abort() delivered everything (the reader was not slow enough)"
+            );
+        }
+        let token = TOKEN.lock().unwrap().expect("the handler ran");
+        let drops = || GUARD_DROPS.load(Ordering::SeqCst);
+        assert!(settle(10, || drops() == MESSAGES), "guards dropped {} times, not {MESSAGES}", drops());
+        let log = || server.shutdown.event_log(token);
+        assert!(settle(10, || log().last() == Some(&Event::SlotReleased)), "the slot was not released last");
+        let log = log();
+        let mut released_guards = 0;
+        let mut closed_seen = false;
+        for (i, e) in log.iter().enumerate() {
+            match e {
+                Event::BufferReleased { guards, .. } => {
+                    let prev = i.checked_sub(1).map(|p| &log[p]);
+                    assert!(
+                        matches!(prev, Some(Event::Completed { kind: "Sent", .. })),
+                        "a send buffer was released before its terminal completion: {:?}",
+                        &log[i.saturating_sub(3)..=i]
+                    );
+                    released_guards += guards;
+                }
+                Event::Completed { kind: "Closed", .. } => closed_seen = true,
+                Event::Completed { kind, .. } => {
+                    assert!(!closed_seen, "a {kind} completion after Closed (the fd was closed too early)")
+                }
+                _ => {}
+            }
+        }
+        if variant == b'A' {
+            assert_eq!(released_guards as u64, MESSAGES, "every guard went out through a send buffer");
+        }
+        eprintln!(
+            "zc_guard_lifetime {} on {}: {} events, {released_guards} guards released with send buffers, client {} B then {end}",
+            variant as char,
+            backend_label(),
+            log.len(),
+            got.len()
+        );
+        let m = || server.shutdown.metrics().workers[0].clone();
+        assert!(
+            settle(5, || m().send_pool_in_use == 0 && m().connections_open == 0),
+            "pools not back: {:?}",
+            m()
+        );
+        server.stop();
+    }
+
+    #[test]
+    fn zc_guard_lifetime_and_deferred_close() {
+        let _serial = serial();
+        let _w = Watchdog::new("zc_guard_lifetime_and_deferred_close", 120);
+        guard_lifetime(b'A');
+    }
+
+    #[test]
+    fn zc_guard_lifetime_and_abort() {
+        let _serial = serial();
+        let _w = Watchdog::new("zc_guard_lifetime_and_abort", 120);
+        guard_lifetime(b'B');
     }
 }

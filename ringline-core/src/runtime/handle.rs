@@ -145,4 +145,16 @@ impl ShutdownHandle {
         let workers = self.inner.runtime.worker_list().iter().map(|w| w.metrics()).collect();
         RuntimeMetrics { workers, acceptor: self.inner.runtime.acceptor.snapshot() }
     }
+
+    /// Starts recording the per-connection event log (feature `testing`, tests only).
+    #[cfg(feature = "testing")]
+    pub fn enable_event_log(&self) {
+        self.inner.runtime.events.enable();
+    }
+
+    /// The events recorded for `conn` so far, in order (feature `testing`, tests only).
+    #[cfg(feature = "testing")]
+    pub fn event_log(&self, conn: crate::conn::ConnToken) -> Vec<crate::event_log::Event> {
+        self.inner.runtime.events.get(conn)
+    }
 }

@@ -54,6 +54,9 @@ pub struct RuntimeShared {
     backend: Mutex<Option<Backend>>,
     blocking: std::sync::OnceLock<Arc<crate::blocking::BlockingPool>>,
     live_workers: AtomicUsize,
+    /// The per-connection event log of tests (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub(crate) events: crate::event_log::EventLog,
 }
 
 impl std::fmt::Debug for RuntimeShared {
@@ -75,6 +78,8 @@ impl RuntimeShared {
             backend: Mutex::new(None),
             blocking: std::sync::OnceLock::new(),
             live_workers: AtomicUsize::new(0),
+            #[cfg(feature = "testing")]
+            events: Default::default(),
         })
     }
 

@@ -11,6 +11,42 @@ pub(crate) struct CoreSink<'a> {
 
 impl CompletionSink for CoreSink<'_> {
     fn complete(&mut self, c: Completion<'_>) {
+        #[cfg(feature = "testing")]
+        let after = log_completion(self.core, &c);
+        self.apply(c);
+        #[cfg(feature = "testing")]
+        if let Some((conn, event)) = after {
+            self.core.runtime.events.record(self.core.worker, conn, || event);
+        }
+    }
+}
+
+/// Records a completion in the test event log and returns what to record once it was applied:
+/// a send buffer's release (its guards are dropped while it is applied) or the slot's release.
+#[cfg(feature = "testing")]
+fn log_completion(
+    core: &Core,
+    c: &Completion<'_>,
+) -> Option<(crate::driver::ConnKey, crate::event_log::Event)> {
+    use crate::event_log::{Event, completion_event};
+    let log = &core.runtime.events;
+    if !log.is_enabled() {
+        return None;
+    }
+    if let Some((conn, event)) = completion_event(c) {
+        log.record(core.worker, conn, || event);
+    }
+    match c {
+        Completion::Sent { conn, buf, .. } => {
+            Some((*conn, Event::BufferReleased { bytes: buf.total_len(), guards: buf.guard_count() }))
+        }
+        Completion::Closed { conn } => Some((*conn, Event::SlotReleased)),
+        _ => None,
+    }
+}
+
+impl CoreSink<'_> {
+    fn apply(&mut self, c: Completion<'_>) {
         let core = self.core;
         let counters = core.counters();
         let mut conns = core.conns.borrow_mut();

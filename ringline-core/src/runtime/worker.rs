@@ -327,7 +327,16 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         if self.core.cfg.faults().is_some_and(|f| f.take_submit_failure(self.core.worker)) {
             return Err(SubmitError::Full(op));
         }
-        self.driver.submit(op)
+        #[cfg(feature = "testing")]
+        let logged =
+            if self.core.runtime.events.is_enabled() { crate::event_log::op_event(&op) } else { None };
+        let result = self.driver.submit(op);
+        #[cfg(feature = "testing")]
+        if let (Some((conn, name)), Ok(())) = (logged, &result) {
+            let event = crate::event_log::Event::Submitted(name);
+            self.core.runtime.events.record(self.core.worker, conn, || event);
+        }
+        result
     }
 
     /// Applies `set_nodelay` requests after a park, so a connection adopted or connected in the
