@@ -12,6 +12,7 @@ mod lint;
 mod loom;
 mod manifest;
 mod server;
+mod soak;
 mod test;
 mod tidy;
 
@@ -31,6 +32,8 @@ subcommands:
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
   bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
   examples                    http_hello under wrk, resp_server under redis-benchmark, per backend
+  soak [--secs N] [--backend uring|mio|both]
+                              mixed load for N s (default 60) per backend, then fail on fd/thread growth
 ";
 
 /// Entry point: `cargo xtask <subcommand> [args]`.
@@ -55,6 +58,10 @@ fn main() -> ExitCode {
             Err(message) => return usage_error(&message),
         },
         ("examples", []) => examples::run(&root),
+        ("soak", args) => match soak::parse_args(args) {
+            Ok(options) => soak::run(&root, &options),
+            Err(message) => return usage_error(&message),
+        },
         ("help" | "-h" | "--help", []) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
