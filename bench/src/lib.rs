@@ -1,9 +1,6 @@
 //! Shared helpers of the benchmark binaries (`tokio_echo`, `ringline_echo`, `loadgen`).
 //!
-//! The harness that drives them is `cargo xtask bench` (xtask/src/bench.rs); `soak_server` and
-//! `soak_client` are driven by `cargo xtask soak` (xtask/src/soak.rs) and share [`soak`].
-
-pub mod soak;
+//! The harness that drives them is `cargo xtask bench` (xtask/src/bench.rs).
 
 /// Raises the soft `RLIMIT_NOFILE` to at least `wanted` (capped at the hard limit).
 ///

@@ -24,7 +24,7 @@ const USAGE: &str = "\
 usage: cargo xtask <subcommand>
 
 subcommands:
-  ci                          lint, check-core, tidy, then test (what .ci/run runs)
+  ci                          lint, check-core, tidy, test, loom, examples, 5 s soak (what .ci/run runs)
   test                        workspace tests, then the facade suite on every backend configuration
   lint                        rustfmt check, clippy -D warnings per configuration, rustdoc -D warnings
   check-core [--tree-file F]  fail if io-uring, mio or libc is in ringline-core's normal tree

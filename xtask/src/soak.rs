@@ -1,19 +1,23 @@
-//! `cargo xtask soak [--secs N] [--backend uring|mio|both]`: mixed load against `soak_server`
-//! for N seconds per backend, then a check that nothing grew and every byte came back.
+//! `cargo xtask soak [--secs N] [--backend uring|mio|both]`: mixed load against the
+//! `soak_server` example for N seconds per backend, then a check that nothing grew and every byte
+//! came back.
 //!
-//! Per backend: `soak_server` (from the `bench` crate, release build) starts on `127.0.0.1:0`
-//! with `RINGLINE_BACKEND` set, and its `listening on` line must name that backend. A 2 s
-//! `soak_client --warmup` run exercises every path once (and starts both blocking-pool threads);
-//! once the server's counts are steady, the baseline is taken: open descriptors
-//! (`/proc/PID/fd`), threads (`/proc/PID/task`, without the kernel's `iou-*` io_uring workers,
-//! which the kernel starts and reaps on its own), `VmRSS`, and the runtime's gauges as the
-//! server reports them (`soak_client --probe`). Then `soak_client` runs the mix for N seconds
-//! and must report no mismatch and no error. After a settle loop (up to 15 s) the counts must be
-//! back at or below the baseline, the gauges equal to it, and RSS within
-//! [`rss_allowed`]; the server must still be running, and exit 0 within 10 s of SIGTERM.
+//! The `soak_server` and `soak_client` examples are built in release mode per backend, with the
+//! same feature sets as `cargo xtask examples` (default, and `--no-default-features --features
+//! mio`), and copied to `<target>/xtask-soak/<backend>/`. Per backend: the server starts on
+//! `127.0.0.1:0`, and its `listening on` line must name that backend. A 2 s `soak_client
+//! --warmup` run exercises every path once (and starts both blocking-pool threads); once the
+//! server's counts are steady, the baseline is taken: open descriptors (`/proc/PID/fd`), threads
+//! (`/proc/PID/task`, without the kernel's `iou-*` io_uring workers, which the kernel starts and
+//! reaps on its own), `VmRSS`, and the runtime's gauges as the server reports them (`soak_client
+//! --probe`). Then `soak_client` runs the mix for N seconds and must report no mismatch and no
+//! error. After a settle loop (up to 15 s) the counts must be back at or below the baseline, the
+//! gauges equal to it, and RSS within [`rss_allowed`]; the server must still be running, and exit
+//! 0 within 10 s of SIGTERM.
 //!
 //! One summary line per backend is printed and written to `<target>/soak/latest.txt`; logs go to
-//! `<target>/soak/logs/`. Not part of `cargo xtask ci`.
+//! `<target>/soak/logs/`. `cargo xtask ci` ends with a 5 s run ([`Options::smoke`]), after the
+//! examples step has built the same binaries.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,6 +37,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the counts to come back after the load.
 const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 
+/// The variable that forces ringline's backend; removed for the server (each build has one).
+const BACKEND_VAR: &str = "RINGLINE_BACKEND";
+
+/// The examples this step builds and runs.
+const BINARIES: &[&str] = &["soak_server", "soak_client"];
+
 /// Seconds of the warm-up run.
 const WARMUP_SECS: &str = "2";
 
@@ -43,6 +53,13 @@ pub(crate) struct Options {
     secs: u64,
     /// Backends to soak, in order.
     backends: Vec<&'static str>,
+}
+
+impl Options {
+    /// The short run `cargo xtask ci` ends with: 5 s on each backend.
+    pub(crate) fn smoke() -> Options {
+        Options { secs: 5, backends: vec!["uring", "mio"] }
+    }
 }
 
 /// Parses `[--secs N] [--backend uring|mio|both]`; defaults: 60 s, both.
@@ -83,16 +100,19 @@ struct Counts {
 
 /// Builds the soak binaries and soaks each backend; fails if any backend fails.
 pub(crate) fn run(root: &Path, opts: &Options) -> StepResult {
-    Cargo::new(root, &["build", "--release", "-p", "bench", "--bin", "soak_server", "--bin", "soak_client"])
-        .run()?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
-    let dirs = Dirs { bin: target.join("release"), logs: target.join("soak").join("logs") };
-    std::fs::create_dir_all(&dirs.logs).map_err(|e| format!("cannot create {}: {e}", dirs.logs.display()))?;
+    let logs = target.join("soak").join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    let mut builds = Vec::new();
+    for backend in &opts.backends {
+        let bin = build(root, &target, backend)?;
+        builds.push((*backend, Dirs { bin, logs: logs.clone() }));
+    }
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
     let mut lines = Vec::new();
-    for backend in &opts.backends {
+    for (backend, dirs) in &builds {
         println!("\n==> soak: {backend}, {} s", opts.secs);
-        let line = match soak_one(&dirs, backend, opts.secs, seed) {
+        let line = match soak_one(dirs, backend, opts.secs, seed) {
             Ok(line) => line,
             Err(reason) => format!("soak {backend}: FAIL secs={} {reason}", opts.secs),
         };
@@ -105,11 +125,26 @@ pub(crate) fn run(root: &Path, opts: &Options) -> StepResult {
     std::fs::write(&report, lines.join("\n") + "\n")
         .map_err(|e| format!("cannot write {}: {e}", report.display()))?;
     let failed = lines.iter().filter(|l| !l.contains(": PASS ")).count();
-    if failed == 0 {
-        Ok(())
-    } else {
-        Err(format!("{failed} backend(s) failed; logs in {}", dirs.logs.display()))
+    if failed == 0 { Ok(()) } else { Err(format!("{failed} backend(s) failed; logs in {}", logs.display())) }
+}
+
+/// Builds the soak examples for `backend` and copies them to `<target>/xtask-soak/<backend>/`.
+fn build(root: &Path, target: &Path, backend: &str) -> StepResult<PathBuf> {
+    let mut args = vec!["build", "--release", "-p", "ringline"];
+    if backend == "mio" {
+        args.extend(["--no-default-features", "--features", "mio"]);
     }
+    for bin in BINARIES {
+        args.extend(["--example", bin]);
+    }
+    Cargo::new(root, &args).run()?;
+    let dir = target.join("xtask-soak").join(backend);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for bin in BINARIES {
+        let from = target.join("release").join("examples").join(bin);
+        std::fs::copy(&from, dir.join(bin)).map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+    }
+    Ok(dir)
 }
 
 /// Where the binaries are and where logs go.
@@ -191,7 +226,7 @@ fn start_server(dirs: &Dirs, backend: &str, log: &Path) -> Result<(Child, String
     let stderr = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let mut child = Command::new(dirs.bin.join("soak_server"))
         .args(["--addr", "127.0.0.1:0"])
-        .env("RINGLINE_BACKEND", backend)
+        .env_remove(BACKEND_VAR)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)

@@ -1,20 +1,23 @@
-//! The frame format spoken by `soak_server` and `soak_client` (driven by `cargo xtask soak`).
+//! The frame format spoken by the `soak_server` and `soak_client` examples (driven by
+//! `cargo xtask soak`).
 //!
 //! A frame is a 13-byte header, `op (u8) | seq (u32 LE) | len (u32 LE) | fnv (u32 LE)`, then
 //! `len` payload bytes whose FNV-1a hash is `fnv`. The server answers every frame, in order, with
 //! the same bytes; what it does before answering depends on `op` (see [`Op`]). When it finds a
 //! payload whose hash does not match, it answers [`Op::Mismatch`] instead, so corruption on the
 //! way in is reported even if the way back would hide it.
+// Each of the two examples uses part of this module.
+#![allow(dead_code)]
 
 /// Bytes of a frame header.
-pub const HEADER: usize = 13;
+pub(crate) const HEADER: usize = 13;
 
 /// Largest payload either side accepts.
-pub const MAX_PAYLOAD: usize = 256 * 1024;
+pub(crate) const MAX_PAYLOAD: usize = 256 * 1024;
 
 /// What the server does with a frame before echoing it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// Echo at once.
     Echo,
     /// `sleep` for the millisecond count in the first two payload bytes, then echo.
@@ -34,7 +37,7 @@ pub enum Op {
 
 impl Op {
     /// The op's wire byte.
-    pub fn byte(self) -> u8 {
+    pub(crate) fn byte(self) -> u8 {
         match self {
             Op::Echo => b'E',
             Op::Sleep => b'S',
@@ -46,7 +49,7 @@ impl Op {
     }
 
     /// The op of a wire byte.
-    pub fn from_byte(b: u8) -> Option<Op> {
+    pub(crate) fn from_byte(b: u8) -> Option<Op> {
         [Op::Echo, Op::Sleep, Op::Timeout, Op::Spawn, Op::Blocking, Op::Mismatch]
             .into_iter()
             .find(|op| op.byte() == b)
@@ -55,38 +58,38 @@ impl Op {
 
 /// A parsed frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// The op byte (maybe unknown).
-    pub op: u8,
+    pub(crate) op: u8,
     /// The sender's sequence number.
-    pub seq: u32,
+    pub(crate) seq: u32,
     /// Payload length.
-    pub len: u32,
+    pub(crate) len: u32,
     /// FNV-1a of the payload.
-    pub fnv: u32,
+    pub(crate) fnv: u32,
 }
 
 impl Header {
     /// Parses the first [`HEADER`] bytes, or `None` when fewer are given.
-    pub fn parse(bytes: &[u8]) -> Option<Header> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Header> {
         let b = bytes.get(..HEADER)?;
         let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         Some(Header { op: b[0], seq: word(1), len: word(5), fnv: word(9) })
     }
 
     /// Header plus payload bytes.
-    pub fn frame_len(&self) -> usize {
+    pub(crate) fn frame_len(&self) -> usize {
         HEADER + self.len as usize
     }
 }
 
 /// FNV-1a, 32 bits.
-pub fn fnv1a(data: &[u8]) -> u32 {
+pub(crate) fn fnv1a(data: &[u8]) -> u32 {
     data.iter().fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// Appends a whole frame (header and payload) to `out`.
-pub fn encode(out: &mut Vec<u8>, op: Op, seq: u32, payload: &[u8]) {
+pub(crate) fn encode(out: &mut Vec<u8>, op: Op, seq: u32, payload: &[u8]) {
     out.push(op.byte());
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -95,7 +98,7 @@ pub fn encode(out: &mut Vec<u8>, op: Op, seq: u32, payload: &[u8]) {
 }
 
 /// The millisecond argument of a timer op: the first two payload bytes (0 when shorter).
-pub fn millis_arg(payload: &[u8]) -> u64 {
+pub(crate) fn millis_arg(payload: &[u8]) -> u64 {
     match payload {
         [a, b, ..] => u64::from(u16::from_le_bytes([*a, *b])),
         _ => 0,
@@ -104,16 +107,16 @@ pub fn millis_arg(payload: &[u8]) -> u64 {
 
 /// A small xorshift generator: payloads and scenario choices, reproducible from a seed.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator for `seed` (any value, 0 included).
-    pub fn new(seed: u64) -> Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -121,12 +124,12 @@ impl Rng {
     }
 
     /// A value in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 
     /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             let word = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&word[..chunk.len()]);

@@ -1,9 +1,9 @@
-//! The server under `cargo xtask soak`: answers the frames of [`bench::soak`] in order, using
-//! timers, timeouts, spawned tasks and the blocking pool on the way.
+//! The server under `cargo xtask soak`: answers the frames of `support/soak_frames.rs` in
+//! order, using timers, timeouts, spawned tasks and the blocking pool on the way.
 //!
-//! Built with both backends; `RINGLINE_BACKEND=uring|mio` picks one at launch.
-//! `soak_server --addr 127.0.0.1:0` prints `soak_server listening on ADDR (... backend)`; on
-//! SIGINT/SIGTERM it drains for up to 5 s and exits 0, or 1 if a task panicked or a worker failed.
+//! `cargo run --release -p ringline --example soak_server -- --addr 127.0.0.1:0` prints
+//! `soak_server listening on ADDR (... backend)`; on SIGINT/SIGTERM it drains for up to 5 s and
+//! exits 0, or 1 if a task panicked or a worker failed. Drive it with the `soak_client` example.
 //!
 //! A frame with op `M` is answered with the runtime's gauges summed over the workers, as
 //! `key=value` text in the payload (`connections_open`, `tasks_live`, `timers_in_use`,
@@ -13,11 +13,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bench::soak::{self, HEADER, Header, MAX_PAYLOAD, Op};
+#[path = "support/soak_frames.rs"]
+mod soak_frames;
+
 use ringline::{
     AsyncEventHandler, Config, ConnCtx, ParseResult, RinglineBuilder, ShutdownHandle, sleep, spawn,
     spawn_blocking, timeout,
 };
+use soak_frames::{self as soak, HEADER, Header, MAX_PAYLOAD, Op};
 
 /// Replies at least this long go out as an owned buffer (zero-copy on io_uring), shorter ones
 /// are copied into the send pool.
@@ -151,6 +154,19 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// `--addr HOST:PORT` (default `127.0.0.1:7879`); exits 2 on anything else.
+fn parse_addr() -> String {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next(), args.next()) {
+        (None, ..) => "127.0.0.1:7879".to_string(),
+        (Some("--addr"), Some(addr), None) => addr,
+        _ => {
+            eprintln!("usage: soak_server [--addr HOST:PORT]");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -158,7 +174,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let addr = bench::parse_server_args("soak_server");
+    let addr = parse_addr();
     // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);

@@ -1,6 +1,6 @@
 //! The load side of `cargo xtask soak`: std threads and blocking sockets, no ringline.
 //!
-//! `soak_client --addr HOST:PORT --secs N [--threads T] [--seed S] [--warmup]` runs, on each of
+//! `cargo run --release -p ringline --example soak_client -- --addr HOST:PORT --secs N [--threads T] [--seed S] [--warmup]` runs, on each of
 //! `T` threads until `N` seconds have passed, scenarios picked at random from a printed seed:
 //! connect/close churn, pipelined frames (echo, and ops that make the server sleep, time out,
 //! spawn tasks and use the blocking pool), half-closes that must still get every answer before
@@ -18,7 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bench::soak::{self, HEADER, Header, Op, Rng};
+#[path = "support/soak_frames.rs"]
+mod soak_frames;
+
+use soak_frames::{self as soak, HEADER, Header, Op, Rng};
 
 /// Read and write timeout of every socket: a stuck server fails the run instead of hanging it.
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -147,7 +150,7 @@ fn parse_args() -> Options {
     let default_seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
     let mut opts = Options {
-        addr: ([127, 0, 0, 1], 7878).into(),
+        addr: ([127, 0, 0, 1], 7879).into(),
         secs: 10.0,
         threads: 6,
         seed: default_seed,
