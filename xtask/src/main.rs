@@ -11,6 +11,7 @@ mod examples;
 mod lint;
 mod loom;
 mod manifest;
+mod micro;
 mod server;
 mod soak;
 mod test;
@@ -31,6 +32,7 @@ subcommands:
   loom                        loom models of core's cross-thread paths (--cfg loom, target/loom)
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
   bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
+  microbench [--full]         criterion microbenchmarks of ringline-core; median ns/op table
   examples                    http_hello under wrk, resp_server under redis-benchmark, per backend
   soak [--secs N] [--backend uring|mio|both]
                               mixed load for N s (default 60) per backend, then fail on fd/thread growth
@@ -58,6 +60,10 @@ fn main() -> ExitCode {
             Err(message) => return usage_error(&message),
         },
         ("examples", []) => examples::run(&root),
+        ("microbench", args) => match micro::parse_args(args) {
+            Ok(full) => micro::run(&root, full),
+            Err(message) => return usage_error(&message),
+        },
         ("soak", args) => match soak::parse_args(args) {
             Ok(options) => soak::run(&root, &options),
             Err(message) => return usage_error(&message),
