@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 
 pub mod backend;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod bench_support;
 pub mod blocking;
 pub mod buf;
 pub mod config;

@@ -4,9 +4,10 @@ use std::path::Path;
 
 use crate::check_core::TreeSource;
 use crate::cmd::StepResult;
-use crate::{check_core, examples, lint, loom, test, tidy};
+use crate::{check_core, examples, lint, loom, soak, test, tidy};
 
-/// Runs lint, check-core, tidy, test, the loom models, then the examples under real clients.
+/// Runs lint, check-core, tidy, test, the loom models, the examples under real clients, then a
+/// 5 s soak per backend.
 pub(crate) fn run(root: &Path) -> StepResult {
     step("lint", || lint::run(root))?;
     step("check-core", || check_core::run(root, &TreeSource::Cargo))?;
@@ -14,6 +15,7 @@ pub(crate) fn run(root: &Path) -> StepResult {
     step("test", || test::run(root))?;
     step("loom", || loom::run(root))?;
     step("examples", || examples::run(root))?;
+    step("soak (5 s per backend)", || soak::run(root, &soak::Options::smoke()))?;
     println!("\nci: all steps passed");
     Ok(())
 }

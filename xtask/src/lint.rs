@@ -1,4 +1,5 @@
-//! `cargo xtask lint`: rustfmt, clippy per feature configuration, and rustdoc, all with warnings denied.
+//! `cargo xtask lint`: rustfmt, clippy per feature configuration, and rustdoc, all with warnings denied;
+//! also builds the core's criterion benchmarks so they cannot rot.
 
 use std::path::Path;
 
@@ -22,6 +23,12 @@ pub(crate) fn run(root: &Path) -> StepResult {
     }
     if manifest::has_feature(&manifest::read(&root.join("ringline-core/Cargo.toml"))?, "testing") {
         clippy(root, &["-p", "ringline-core", "--features", "testing"])?;
+        // Build (not only check) the criterion benchmarks, in the dev profile the tests share.
+        Cargo::new(
+            root,
+            &["bench", "--no-run", "--profile", "dev", "-p", "ringline-core", "--features", "testing"],
+        )
+        .run()?;
     }
     Cargo::new(root, &["doc", "--workspace", "--no-deps", "--features", "ringline/futures-io"])
         .env("RUSTDOCFLAGS", "-D warnings")

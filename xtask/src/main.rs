@@ -11,7 +11,9 @@ mod examples;
 mod lint;
 mod loom;
 mod manifest;
+mod micro;
 mod server;
+mod soak;
 mod test;
 mod tidy;
 
@@ -23,14 +25,17 @@ const USAGE: &str = "\
 usage: cargo xtask <subcommand>
 
 subcommands:
-  ci                          lint, check-core, tidy, then test (what .ci/run runs)
+  ci                          lint, check-core, tidy, test, loom, examples, 5 s soak (what .ci/run runs)
   test                        workspace tests, then the facade suite on every backend configuration
   lint                        rustfmt check, clippy -D warnings per configuration, rustdoc -D warnings
   check-core [--tree-file F]  fail if io-uring, mio or libc is in ringline-core's normal tree
   loom                        loom models of core's cross-thread paths (--cfg loom, target/loom)
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
   bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
+  microbench [--full]         criterion microbenchmarks of ringline-core; median ns/op table
   examples                    http_hello under wrk, resp_server under redis-benchmark, per backend
+  soak [--secs N] [--backend uring|mio|both]
+                              mixed load for N s (default 60) per backend, then fail on fd/thread growth
 ";
 
 /// Entry point: `cargo xtask <subcommand> [args]`.
@@ -55,6 +60,14 @@ fn main() -> ExitCode {
             Err(message) => return usage_error(&message),
         },
         ("examples", []) => examples::run(&root),
+        ("microbench", args) => match micro::parse_args(args) {
+            Ok(full) => micro::run(&root, full),
+            Err(message) => return usage_error(&message),
+        },
+        ("soak", args) => match soak::parse_args(args) {
+            Ok(options) => soak::run(&root, &options),
+            Err(message) => return usage_error(&message),
+        },
         ("help" | "-h" | "--help", []) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
