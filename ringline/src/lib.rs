@@ -72,6 +72,7 @@ mod acceptor;
 mod launch;
 pub mod select;
 mod sys;
+mod udp;
 
 pub use launch::{Launched, RinglineBuilder};
 pub use ringline_core::blocking::{BlockingHandle, spawn_blocking};
@@ -92,6 +93,7 @@ pub use ringline_core::time::{
     Deadline, Elapsed, Interval, Sleep, Timeout, TimerExhausted, interval, sleep, sleep_until, timeout,
     timeout_at, try_sleep, try_sleep_until, try_timeout, try_timeout_at,
 };
+pub use ringline_core::udp::{OwnedUdp, RecvFrom, SendTo, UdpCtx, WithDatagram, udp_bind};
 pub use ringline_core::{
     Backend, BackendChoice, Config, ConfigBuilder, Error, ShutdownHandle, ShutdownSignal, WorkerHandle,
     YieldNow, current_task, current_worker, request_shutdown, shutdown_requested, shutdown_signal, spawn,
