@@ -378,7 +378,7 @@ impl UringDriver {
             self.push_internal(cancel_entry(target, sock));
         }
         if s.inflight == 0 {
-            self.udp_release(s);
+            Self::udp_release(&s);
             self.udp.deferred.push_back(UdpDeferred::Closed { sock });
         } else {
             self.udp.put(s);
@@ -386,7 +386,7 @@ impl UringDriver {
     }
 
     /// Closes the fd of a socket with nothing in flight.
-    fn udp_release(&mut self, s: Box<UdpSock>) {
+    fn udp_release(s: &UdpSock) {
         debug_assert_eq!(s.inflight, 0);
         if s.fd >= 0 {
             // SAFETY:
@@ -400,7 +400,7 @@ impl UringDriver {
     fn udp_settle(&mut self, s: Box<UdpSock>, sink: &mut dyn CompletionSink) {
         if s.closing && s.inflight == 0 {
             let sock = s.key;
-            self.udp_release(s);
+            Self::udp_release(&s);
             sink.complete(Completion::UdpClosed { sock });
         } else {
             self.udp.put(s);
