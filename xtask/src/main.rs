@@ -30,7 +30,7 @@ subcommands:
   loom                        loom models of core's cross-thread paths (--cfg loom, target/loom)
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
   bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
-  examples                    http_hello under wrk, resp_server under redis-benchmark, per backend
+  examples                    http_hello under wrk, resp_server under redis-benchmark, udp_echo, per backend
 ";
 
 /// Entry point: `cargo xtask <subcommand> [args]`.
