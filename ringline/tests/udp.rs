@@ -379,3 +379,27 @@ fn bind_udp_sockets_share_one_port_and_fds_return_to_baseline() {
     );
     assert!(UdpSocket::bind(addrs[0]).is_ok(), "the port is free again");
 }
+
+#[test]
+fn a_bind_udp_address_that_cannot_be_bound_rolls_the_launch_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("a_bind_udp_address_that_cannot_be_bound_rolls_the_launch_back", 60);
+    UdpServer::start::<UdpEcho>(config()).stop();
+    let baseline = fd_count();
+    let threads = common::thread_count();
+    // A port held by a socket without SO_REUSEPORT: every worker's bind fails.
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let held = holder.local_addr().unwrap();
+    let r = RinglineBuilder::new(config().workers(2).build().unwrap())
+        .bind_udp("127.0.0.1:0".parse().unwrap())
+        .bind_udp(held)
+        .launch::<UdpEcho>();
+    match r {
+        Err(Error::Bind { addr, .. }) => assert_eq!(addr, held),
+        Err(e) => panic!("expected Bind for {held}, got {e} on {}", backend_label()),
+        Ok(_) => panic!("launch succeeded on a held port on {}", backend_label()),
+    }
+    drop(holder);
+    assert!(settle(5, || fd_count() <= baseline), "fds {} vs baseline {baseline}", fd_count());
+    assert!(settle(5, || common::thread_count() <= threads), "ringline threads left running");
+}
