@@ -217,3 +217,24 @@ fn sends_past_the_in_flight_limit_wait_fifo_and_try_send_to_refuses() {
     assert_eq!(m.udp_datagrams_sent, 4);
     assert_eq!(m.send_pool_in_use, 0);
 }
+
+#[test]
+fn with_datagram_runs_the_closure_on_one_datagram_and_its_sender() {
+    let _w = watchdog("with_datagram_runs_the_closure_on_one_datagram_and_its_sender");
+    let got: Log<(usize, u8, SocketAddr)> = Log::default();
+    let out = got.clone();
+    let (rt, local) = with_socket(cfg(), move |u| async move {
+        for _ in 0..2 {
+            let r = u.with_datagram(|d, from| (d.len(), d.first().copied().unwrap_or(0), from)).await;
+            out.push(r.expect("datagram"));
+        }
+        u.close();
+        let after = u.recv_from().await;
+        out.push((usize::from(matches!(after, Err(Error::Closed))), 0, peer()));
+    });
+    rt.net.udp_push(local, &[5, 6, 7], peer());
+    rt.net.udp_push(local, &[], "127.0.0.1:11".parse().unwrap());
+    assert!(wait_for(WAIT, || got.len() == 3), "{:?}", got.get());
+    assert_eq!(got.get(), vec![(3, 5, peer()), (0, 0, "127.0.0.1:11".parse().unwrap()), (1, 0, peer())]);
+    rt.stop();
+}

@@ -56,6 +56,10 @@
 //! fn assert_send<T: Send>() {}
 //! assert_send::<ringline::OwnedConn>();
 //! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringline::UdpCtx>();
+//! ```
 
 #[cfg(not(any(feature = "uring", feature = "mio")))]
 compile_error!(

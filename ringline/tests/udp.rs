@@ -109,38 +109,94 @@ fn size_of_datagram(i: usize) -> usize {
 fn ten_thousand_datagrams_of_mixed_sizes_echo_intact_with_no_loss() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _w = Watchdog::new("ten_thousand_datagrams_of_mixed_sizes_echo_intact_with_no_loss", 240);
-    echo_integrity(config().socket_buffers(None, Some(4 << 20)), 10_000);
+    let server = UdpServer::start::<UdpEcho>(config().socket_buffers(None, Some(4 << 20)));
+    echo_integrity(&server, 10_000, 32);
+    server.stop();
 }
 
 #[test]
-fn a_tiny_udp_buffer_ring_starves_and_recovers_without_loss() {
+fn eight_clients_at_once_each_get_their_own_datagrams_back() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _w = Watchdog::new("a_tiny_udp_buffer_ring_starves_and_recovers_without_loss", 240);
-    // On io_uring 16 buffers run dry under a 32-datagram window (ENOBUFS, re-arm after refill);
-    // the datagrams wait in the socket meanwhile. On mio the setting only sizes the read buffer.
-    echo_integrity(
-        config().workers(1).udp_recv_buffers(16, 65_536).socket_buffers(None, Some(4 << 20)),
-        3_000,
-    );
+    let _w = Watchdog::new("eight_clients_at_once_each_get_their_own_datagrams_back", 240);
+    // Eight client sockets hash across both workers' SO_REUSEPORT sockets.
+    let server = UdpServer::start::<UdpEcho>(config().socket_buffers(None, Some(4 << 20)));
+    std::thread::scope(|s| {
+        for id in 1..=8 {
+            let server = &server;
+            s.spawn(move || echo_client(server, 1_250, 8, id));
+        }
+    });
+    let m = server.metrics();
+    assert_eq!((m.udp_dropped, m.udp_truncated, m.udp_send_errors), (0, 0, 0), "on {}", backend_label());
+    assert!(settle(5, || server.metrics().udp_datagrams_sent == 8 * 1_251), "{:?}", server.metrics());
+    server.stop();
 }
 
-/// Sends `n` datagrams of mixed sizes through a `bind_udp` echo server with a bounded window and
-/// checks that every one comes back whole, in order, and that nothing was dropped.
-fn echo_integrity(cfg: ConfigBuilder, n: usize) {
-    let server = UdpServer::start::<UdpEcho>(cfg);
+#[test]
+fn a_tiny_udp_buffer_ring_loses_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("a_tiny_udp_buffer_ring_loses_nothing", 240);
+    // The worker naps in `on_tick`, so up to 64 datagrams wait in the socket for 16 io_uring
+    // buffers between two waits; none may be lost whether the kernel ends the multishot with
+    // ENOBUFS (re-armed after refill) or holds it until buffers return. On mio the setting only
+    // sizes the read buffer.
+    let cfg = config().workers(1).udp_recv_buffers(16, 65_536).socket_buffers(None, Some(4 << 20));
+    let server = UdpServer::start::<SleepyEcho>(cfg);
+    echo_integrity(&server, 3_000, 64);
+    if server.shutdown.backend() == Some(ringline::Backend::Uring) {
+        let w = &server.shutdown.metrics().workers[0];
+        assert!(w.recv_buffer_exhausted + w.recv_rearms > 0, "the multishot never ended: {w:?}");
+    }
+    server.stop();
+}
+
+/// [`UdpEcho`] on a worker that sleeps 1 ms in every `on_tick` (so datagrams pile up in the
+/// kernel between two waits).
+struct SleepyEcho;
+
+impl AsyncEventHandler for SleepyEcho {
+    fn create_for_worker(_worker: usize) -> Self {
+        SleepyEcho
+    }
+    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+        echo_loop(conn)
+    }
+    fn on_udp_bind(&self, udp: UdpCtx) -> impl Future<Output = ()> + 'static {
+        udp_echo(udp)
+    }
+    fn on_tick(&mut self, _ctx: &mut ringline::WorkerCtx<'_>) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sends `n` datagrams of mixed sizes through a `bind_udp` echo server with a window of `window`
+/// datagrams (and 512 KiB) and checks that every one comes back whole, in order, and that
+/// nothing was dropped.
+fn echo_integrity(server: &UdpServer, n: usize, window: usize) {
+    echo_client(server, n, window, 0);
+    let m = server.metrics();
+    assert_eq!((m.udp_dropped, m.udp_truncated, m.udp_send_errors), (0, 0, 0), "on {}", backend_label());
+    // Each client's closing zero-length datagram is counted too.
+    assert!(settle(5, || server.metrics().udp_datagrams_sent == n as u64 + 1), "{:?}", server.metrics());
+    assert_eq!(server.metrics().udp_datagrams_received, n as u64 + 1);
+}
+
+/// One client socket of [`echo_integrity`]: `n` datagrams (payloads seeded by `id`), then a
+/// zero-length one.
+fn echo_client(server: &UdpServer, n: usize, window: usize, id: u64) {
     let c = udp_client(server.addr);
     let total = n;
+    let seed = |i: usize| id * 1_000_000 + i as u64;
     // A bounded window keeps every socket buffer on the path far from overflowing.
-    const WINDOW: usize = 32;
     const WINDOW_BYTES: usize = 512 * 1024;
     let (mut next, mut done, mut in_flight_bytes) = (0usize, 0usize, 0usize);
     let mut buf = vec![0u8; 65_536];
     while done < total {
         while next < total
-            && next - done < WINDOW
+            && next - done < window
             && (next == done || in_flight_bytes + size_of_datagram(next) <= WINDOW_BYTES)
         {
-            let d = pattern(next as u64, size_of_datagram(next));
+            let d = pattern(seed(next), size_of_datagram(next));
             c.send(&d).unwrap();
             in_flight_bytes += d.len();
             next += 1;
@@ -152,20 +208,15 @@ fn echo_integrity(cfg: ConfigBuilder, n: usize) {
                 server.metrics()
             )
         });
-        let want = pattern(done as u64, size_of_datagram(done));
+        let want = pattern(seed(done), size_of_datagram(done));
         assert_eq!(n, want.len(), "datagram {done}: length on {}", backend_label());
         assert!(buf[..n] == want[..], "datagram {done}: content on {}", backend_label());
         in_flight_bytes -= n;
         done += 1;
     }
-    let m = server.metrics();
-    assert_eq!((m.udp_dropped, m.udp_truncated, m.udp_send_errors), (0, 0, 0), "on {}", backend_label());
-    assert!(settle(5, || server.metrics().udp_datagrams_sent == total as u64), "{:?}", server.metrics());
-    assert_eq!(server.metrics().udp_datagrams_received, total as u64);
     // A zero-length datagram after all that still comes back.
     c.send(&[]).unwrap();
     assert_eq!(c.recv(&mut buf).expect("empty datagram echoed"), 0);
-    server.stop();
 }
 
 #[test]

@@ -480,6 +480,7 @@ impl UringDriver {
         }
         if !more && !starved_now && live && s.recv_wanted && !s.recv_armed && !s.starved {
             self.udp_arm_recv(&mut s);
+            self.stats.recv_rearms += 1;
         }
         self.udp_settle(s, sink);
     }
