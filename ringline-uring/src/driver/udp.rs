@@ -33,6 +33,8 @@ pub(super) const UDP_BGID: u16 = 1;
 const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
 /// Size of the kernel's `io_uring_recvmsg_out` header.
 const HEADER_LEN: usize = 16;
+/// Sends in flight per worker: their slab index must fit the 24 index bits of `user_data`.
+const MAX_SENDS: usize = 1 << 24;
 /// Receive errors in a row after which the receive is not re-armed any more.
 const MAX_ERRORS_IN_ROW: u32 = 64;
 
@@ -302,6 +304,16 @@ impl UringDriver {
                 sock,
                 buf,
                 result: Err(io::Error::new(io::ErrorKind::NotConnected, "UDP socket closing")),
+            });
+            return Ok(());
+        }
+        if self.udp.free.is_empty() && self.udp.slots.len() >= MAX_SENDS {
+            tracing::error!(?sock, "more than {MAX_SENDS} UDP sends in flight; refusing this one");
+            self.udp.put(s);
+            self.udp.deferred.push_back(UdpDeferred::Sent {
+                sock,
+                buf,
+                result: Err(io::Error::new(io::ErrorKind::OutOfMemory, "too many UDP sends in flight")),
             });
             return Ok(());
         }
