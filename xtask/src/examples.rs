@@ -519,6 +519,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_udp_client_checks_every_echo() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let echo = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            for i in 0..14 {
+                let (n, from) = server.recv_from(&mut buf).unwrap();
+                // The 14th echo (the second of the second run, 65,507 bytes) is cut short.
+                let n = if i == 13 { n - 1 } else { n };
+                server.send_to(&buf[..n], from).unwrap();
+            }
+        });
+        assert!(udp_round_trips(&addr, 12).is_ok_and(|rate| rate > 0.0));
+        let err = udp_round_trips(&addr, 8).unwrap_err();
+        assert!(err.starts_with("datagram 1: 65506 bytes"), "{err}");
+        echo.join().unwrap();
+    }
+
+    #[test]
     fn wrk_output_is_checked() {
         let ok = "Running 5s test @ http://127.0.0.1:1/\n  2 threads and 100 connections\n\
                   \x20 523450 requests in 5.00s, 43.42MB read\n\
