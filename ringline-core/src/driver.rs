@@ -35,6 +35,18 @@
 //!    shuts the socket down so the peer sees EOF, closes it (with `SO_LINGER {on, 0}` when `abort`),
 //!    then reports `Closed`.
 //! 8. **Unpark.** [`Unpark::unpark`] from any thread makes the current or next `park` return soon.
+//! 9. **UDP.** Every [`UdpKey`] opened with [`Op::UdpAdopt`] is closed with exactly one
+//!    [`Op::UdpClose`], answered by exactly one [`Completion::UdpClosed`] after every operation on
+//!    the socket reached its terminal completion and the fd is closed; stale socket events are
+//!    dropped and counted like stale connection events. After [`Op::UdpRecvStart`] the backend
+//!    delivers each received datagram once, whole, in one [`Completion::Datagram`] (never several
+//!    merged; zero-length ones too); a datagram larger than `udp_recv_buffers` size is reported
+//!    with `truncated: true` (the core drops and counts it). Receive errors (an ICMP error on a
+//!    connected socket) come as [`Completion::UdpError`] and receiving continues. Every
+//!    [`Op::UdpSend`] is answered by one [`Completion::UdpSent`] returning its buffer, **in
+//!    submission order per socket** (the core matches results to senders by order); the memory
+//!    of the buffer and the destination address stay untouched until then. [`Op::UdpConnect`]
+//!    sets the socket's default peer; later `UdpSend`s with `peer: None` go there.
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -61,6 +73,27 @@ impl ConnKey {
     /// The inverse of [`ConnKey::to_u64`] (ignores bits above 56).
     pub fn from_u64(v: u64) -> ConnKey {
         ConnKey { index: (v & 0x00FF_FFFF) as u32, generation: ((v >> 24) & 0xFFFF_FFFF) as u32 }
+    }
+}
+
+/// A UDP socket slot: index plus generation, like [`ConnKey`] but in its own table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UdpKey {
+    /// Slot index in the worker's UDP socket table (< 2^24).
+    pub index: u32,
+    /// Generation of the slot; bumped on every release.
+    pub generation: u32,
+}
+
+impl UdpKey {
+    /// Packs the key into 56 bits, as [`ConnKey::to_u64`] does.
+    pub fn to_u64(self) -> u64 {
+        ConnKey { index: self.index, generation: self.generation }.to_u64()
+    }
+    /// The inverse of [`UdpKey::to_u64`] (ignores bits above 56).
+    pub fn from_u64(v: u64) -> UdpKey {
+        let k = ConnKey::from_u64(v);
+        UdpKey { index: k.index, generation: k.generation }
     }
 }
 
@@ -124,10 +157,48 @@ pub enum Op {
         /// Reset the connection (`SO_LINGER {on, 0}`) instead of a graceful close.
         abort: bool,
     },
+    /// Take over a bound UDP socket (any blocking mode; the backend sets the one it needs). No
+    /// completion; a registration failure is reported as `UdpError`.
+    UdpAdopt {
+        /// The slot the core assigned.
+        sock: UdpKey,
+        /// The bound socket.
+        socket: std::net::UdpSocket,
+    },
+    /// Start delivering datagrams (`Datagram`); there is no pause for UDP.
+    UdpRecvStart {
+        /// The socket.
+        sock: UdpKey,
+    },
+    /// `connect(2)` the socket to `peer` (default destination and receive filter). No completion;
+    /// a failure is reported as `UdpError`.
+    UdpConnect {
+        /// The socket.
+        sock: UdpKey,
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// Send all of `buf` as one datagram to `peer` (`None`: the connected peer); completes with
+    /// `UdpSent`, in submission order per socket.
+    UdpSend {
+        /// The socket.
+        sock: UdpKey,
+        /// Destination, or `None` for the connected peer.
+        peer: Option<SocketAddr>,
+        /// The datagram, possibly in several parts (sent gathered).
+        buf: SendBuf,
+    },
+    /// Cancel the socket's receive, let in-flight sends finish (or cancel them), close the fd,
+    /// then report `UdpClosed`.
+    UdpClose {
+        /// The socket.
+        sock: UdpKey,
+    },
 }
 
 impl Op {
-    /// The connection this operation is about.
+    /// The connection this operation is about; for UDP operations, the socket's key in
+    /// `ConnKey` form (see [`Op::udp_sock`]).
     pub fn conn(&self) -> ConnKey {
         match self {
             Op::Adopt { conn, .. }
@@ -137,6 +208,23 @@ impl Op {
             | Op::Send { conn, .. }
             | Op::ShutdownWrite { conn }
             | Op::Close { conn, .. } => *conn,
+            Op::UdpAdopt { sock, .. }
+            | Op::UdpRecvStart { sock }
+            | Op::UdpConnect { sock, .. }
+            | Op::UdpSend { sock, .. }
+            | Op::UdpClose { sock } => ConnKey { index: sock.index, generation: sock.generation },
+        }
+    }
+
+    /// The UDP socket this operation is about, for UDP operations.
+    pub fn udp_sock(&self) -> Option<UdpKey> {
+        match self {
+            Op::UdpAdopt { sock, .. }
+            | Op::UdpRecvStart { sock }
+            | Op::UdpConnect { sock, .. }
+            | Op::UdpSend { sock, .. }
+            | Op::UdpClose { sock } => Some(*sock),
+            _ => None,
         }
     }
 }
@@ -183,6 +271,38 @@ pub enum Completion<'a> {
     Closed {
         /// The connection.
         conn: ConnKey,
+    },
+    /// One received datagram. The core copies it before returning.
+    Datagram {
+        /// The socket.
+        sock: UdpKey,
+        /// The payload (partial when `truncated`); valid only during the call.
+        data: &'a [u8],
+        /// The sender.
+        peer: SocketAddr,
+        /// The datagram was larger than the receive buffer: it is dropped and counted.
+        truncated: bool,
+    },
+    /// A receive error on the socket (an ICMP error on a connected socket); receiving goes on.
+    UdpError {
+        /// The socket.
+        sock: UdpKey,
+        /// The error.
+        error: io::Error,
+    },
+    /// The socket's fd is closed and nothing is in flight: the slot may be reused.
+    UdpClosed {
+        /// The socket.
+        sock: UdpKey,
+    },
+    /// A `UdpSend` finished (in submission order per socket).
+    UdpSent {
+        /// The socket.
+        sock: UdpKey,
+        /// The buffer handed to `submit`, returned for release.
+        buf: SendBuf,
+        /// `Ok(bytes sent)` or the error.
+        result: io::Result<usize>,
     },
 }
 

@@ -158,6 +158,7 @@ impl Error {
                 Error::WorkerSetup { worker: *worker, reason: reason.clone() }
             }
             Error::Config { field, reason } => Error::Config { field, reason: reason.clone() },
+            Error::Bind { addr, source } => Error::Bind { addr: *addr, source: duplicate_io(source) },
             Error::BackendUnavailable { backend, reason } => {
                 Error::BackendUnavailable { backend: *backend, reason: reason.clone() }
             }

@@ -6,8 +6,8 @@
 //! they would after a real refusal:
 //! - `fail_submits(worker, n)`: the next `n` submissions on `worker` are treated as the backend
 //!   answering `Full` (the operation is kept and offered again after the next park);
-//! - `fail_worker_setup(worker)`: that worker's setup fails before its backend is built, so
-//!   launch rolls back;
+//! - `fail_worker_setup(worker)`: that worker's setup fails before its backend is built, every
+//!   time, so launch rolls back;
 //! - `fixed_file_limit(n)`: caps the io_uring fixed-file table at `n` slots.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,7 +61,8 @@ impl FaultPlan {
         self
     }
 
-    /// Makes the setup of `worker` fail (once), as a backend that cannot start would.
+    /// Makes every setup of `worker` under this plan fail, as a backend that cannot start would
+    /// (also the retry an `Auto` launch makes on mio).
     pub fn fail_worker_setup(&self, worker: usize) -> &Self {
         lock(&self.state.setup).push(worker);
         self
@@ -92,16 +93,9 @@ impl FaultPlan {
         true
     }
 
-    /// Consumes an injected setup failure of `worker`.
+    /// True when the setup of `worker` must fail.
     pub(crate) fn take_setup_failure(&self, worker: usize) -> bool {
-        let mut setup = lock(&self.state.setup);
-        match setup.iter().position(|w| *w == worker) {
-            Some(i) => {
-                setup.swap_remove(i);
-                true
-            }
-            None => false,
-        }
+        lock(&self.state.setup).contains(&worker)
     }
 
     /// The fixed-file cap, if set.
@@ -128,11 +122,11 @@ mod tests {
     }
 
     #[test]
-    fn a_setup_failure_fires_once() {
+    fn a_setup_failure_names_its_worker_and_persists() {
         let plan = FaultPlan::new();
         plan.fail_worker_setup(1);
         assert!(!plan.take_setup_failure(0));
         assert!(plan.take_setup_failure(1));
-        assert!(!plan.take_setup_failure(1));
+        assert!(plan.take_setup_failure(1), "a retried launch must fail again");
     }
 }

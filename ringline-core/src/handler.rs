@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::executor::TaskHandle;
 use crate::metrics::WorkerMetrics;
 use crate::runtime::core::Core;
+use crate::udp::UdpCtx;
 
 /// One handler value per worker, built on that worker's thread (it may hold `Rc`/`RefCell`).
 ///
@@ -22,6 +23,13 @@ pub trait AsyncEventHandler: Sized + 'static {
 
     /// A task spawned once when the worker starts.
     fn on_start(&self) -> impl Future<Output = ()> + 'static {
+        std::future::ready(())
+    }
+
+    /// A task spawned once per `bind_udp` socket of this worker, right after `on_start`; the
+    /// socket is closed at shutdown.
+    fn on_udp_bind(&self, udp: UdpCtx) -> impl Future<Output = ()> + 'static {
+        let _ = udp;
         std::future::ready(())
     }
 

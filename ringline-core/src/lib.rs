@@ -32,13 +32,14 @@ mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod time;
+pub mod udp;
 
 pub use backend::{Backend, BackendChoice};
 pub use blocking::{BlockingHandle, spawn_blocking};
 pub use buf::{GuardBox, SendBuf, SendGuard};
 pub use config::{Config, ConfigBuilder};
 pub use conn::{CloseReason, ConnCtx, ConnToken, OwnedConn, connect, connect_with_timeout};
-pub use driver::{Completion, ConnKey, Driver, Op, Unpark};
+pub use driver::{Completion, ConnKey, Driver, Op, UdpKey, Unpark};
 pub use error::Error;
 pub use executor::{RemoteSpawn, TaskHandle, TaskId};
 pub use handler::{AsyncEventHandler, ParseResult, WorkerCtx};
@@ -56,3 +57,4 @@ pub use time::{
     Deadline, Elapsed, Interval, Sleep, Timeout, TimerExhausted, interval, sleep, sleep_until, timeout,
     timeout_at, try_sleep, try_sleep_until, try_timeout, try_timeout_at,
 };
+pub use udp::{OwnedUdp, UdpCtx, udp_bind};

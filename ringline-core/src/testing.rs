@@ -42,6 +42,9 @@ use crate::driver::{
 use crate::error::Error;
 use crate::runtime::handle::WorkerHandle;
 
+mod udp;
+pub use udp::SentDatagram;
+
 /// Default size of the `Recv` chunks a peer's bytes are delivered in.
 pub const DEFAULT_RECV_CHUNK: usize = 4096;
 
@@ -138,6 +141,7 @@ struct NetState {
     next_port: u16,
     violations: Vec<String>,
     closed_count: u64,
+    udp: udp::UdpNet,
 }
 
 struct Inner {
@@ -544,6 +548,10 @@ enum Done {
     Sent(ConnKey, SendBuf, io::Result<usize>),
     Connected(ConnKey, io::Result<SocketAddr>),
     Closed(ConnKey),
+    Datagram(crate::driver::UdpKey, Vec<u8>, SocketAddr, bool),
+    UdpError(crate::driver::UdpKey, io::Error),
+    UdpSent(crate::driver::UdpKey, SendBuf, io::Result<usize>),
+    UdpClosed(crate::driver::UdpKey),
 }
 
 impl Done {
@@ -554,6 +562,9 @@ impl Done {
             | Done::Sent(k, ..)
             | Done::Connected(k, _)
             | Done::Closed(k) => *k,
+            Done::Datagram(k, ..) | Done::UdpError(k, _) | Done::UdpSent(k, ..) | Done::UdpClosed(k) => {
+                ConnKey { index: k.index, generation: k.generation }
+            }
         }
     }
 
@@ -564,6 +575,12 @@ impl Done {
             Done::Sent(conn, buf, result) => sink.complete(Completion::Sent { conn, buf, result }),
             Done::Connected(conn, result) => sink.complete(Completion::Connected { conn, result }),
             Done::Closed(conn) => sink.complete(Completion::Closed { conn }),
+            Done::Datagram(sock, data, peer, truncated) => {
+                sink.complete(Completion::Datagram { sock, data: &data, peer, truncated })
+            }
+            Done::UdpError(sock, error) => sink.complete(Completion::UdpError { sock, error }),
+            Done::UdpSent(sock, buf, result) => sink.complete(Completion::UdpSent { sock, buf, result }),
+            Done::UdpClosed(sock) => sink.complete(Completion::UdpClosed { sock }),
         }
     }
 }
@@ -588,6 +605,7 @@ pub struct MockDriver {
     worker: usize,
     submitted: VecDeque<Op>,
     conns: BTreeMap<(u32, u32), DConn>,
+    udp: BTreeMap<(u32, u32), udp::DUdp>,
     last_seq: u64,
     stats: BackendStats,
 }
@@ -615,6 +633,15 @@ impl MockDriver {
 
     /// Applies one submitted operation.
     fn apply(&mut self, st: &mut NetState, op: Op, out: &mut Vec<Done>) {
+        if op.udp_sock().is_some() {
+            let worker = self.worker;
+            let mut violation = |st: &mut NetState, what: String| {
+                tracing::error!(worker, "mock driver: contract violation: {what}");
+                st.violations.push(format!("worker {worker}: {what}"));
+            };
+            udp::apply(&mut self.udp, st, op, out, &mut violation);
+            return;
+        }
         let key = op.conn();
         match op {
             Op::Adopt { conn, stream } => {
@@ -725,6 +752,11 @@ impl MockDriver {
                     self.violation(st, format!("ShutdownWrite with a send in flight on {conn:?}"));
                 }
             }
+            Op::UdpAdopt { .. }
+            | Op::UdpRecvStart { .. }
+            | Op::UdpConnect { .. }
+            | Op::UdpSend { .. }
+            | Op::UdpClose { .. } => {}
             Op::Close { conn, abort } => {
                 if !self.conns.contains_key(&k(conn)) {
                     self.violation(st, format!("Close for unknown key {conn:?} (second Close?)"));
@@ -808,7 +840,7 @@ impl MockDriver {
 
     /// Moves bytes both ways on every connection; true when anything happened.
     fn progress(&mut self, st: &mut NetState, out: &mut Vec<Done>) -> bool {
-        let mut any = false;
+        let mut any = udp::progress(&mut self.udp, st, out);
         let keys: Vec<ConnKey> =
             self.conns.keys().map(|&(index, generation)| ConnKey { index, generation }).collect();
         for key in keys {
@@ -859,6 +891,7 @@ impl Driver for MockDriver {
             worker,
             submitted: VecDeque::new(),
             conns: BTreeMap::new(),
+            udp: BTreeMap::new(),
             last_seq: 0,
             stats: BackendStats::default(),
         })
@@ -954,6 +987,7 @@ impl Driver for MockDriver {
             }
         }
         self.submitted.clear();
+        self.udp.clear();
         drop(st);
         self.net.inner.peer_cv.notify_all();
     }

@@ -44,6 +44,8 @@ pub struct MioDriver {
     /// Reusable iovec array for gathered writes; always empty between calls.
     iov: Vec<libc::iovec>,
     stats: BackendStats,
+    /// UDP sockets (`udp.rs`).
+    udp: crate::udp::MioUdp,
     /// The driver is bound to its worker thread.
     _not_send: PhantomData<*const ()>,
 }
@@ -61,7 +63,7 @@ impl std::fmt::Debug for MioDriver {
 impl MioDriver {
     /// True when the next park must not block: queued operations or capped readable connections.
     fn has_pending_work(&self) -> bool {
-        !self.ops.is_empty() || !self.ready.is_empty()
+        !self.ops.is_empty() || !self.ready.is_empty() || self.udp.has_ready()
     }
 
     /// Waits for readiness, retrying `EINTR` with the time that is left.
@@ -87,6 +89,10 @@ impl MioDriver {
         for event in self.events.iter() {
             let token = event.token();
             if token == WAKER_TOKEN {
+                continue;
+            }
+            if crate::udp::is_udp_token(token) {
+                self.udp.on_event(event);
                 continue;
             }
             let Some(conn) = self.conns.get_mut(key_of(token)) else {
@@ -185,6 +191,11 @@ impl MioDriver {
                 Some(conn) => close::close(conn, abort, self.poll.registry(), sink),
                 None => close::close_unknown(key, sink),
             },
+            op @ (Op::UdpAdopt { .. }
+            | Op::UdpRecvStart { .. }
+            | Op::UdpConnect { .. }
+            | Op::UdpSend { .. }
+            | Op::UdpClose { .. }) => self.udp.run_op(op, self.poll.registry(), sink),
         }
     }
 
@@ -228,6 +239,7 @@ impl Driver for MioDriver {
             scratch: vec![0u8; cfg.recv_buffers().1.max(1)].into_boxed_slice(),
             iov: Vec::with_capacity(send::MAX_IOVECS),
             stats: BackendStats::default(),
+            udp: crate::udp::MioUdp::new(cfg.udp_recv_buffers().1),
             _not_send: PhantomData,
         })
     }
@@ -253,11 +265,12 @@ impl Driver for MioDriver {
             self.run_op(op, sink);
         }
         self.service_ready(sink);
+        self.udp.service(sink);
         Ok(())
     }
 
     fn stats(&self) -> BackendStats {
-        self.stats
+        BackendStats { stale_completions: self.stats.stale_completions + self.udp.stale, ..self.stats }
     }
 
     fn set_nodelay(&mut self, conn: ConnKey, on: bool) -> io::Result<()> {
@@ -273,6 +286,7 @@ impl Driver for MioDriver {
         self.ops.clear();
         self.ready.clear();
         let registry = self.poll.registry();
+        self.udp.shutdown(registry);
         for mut conn in self.conns.drain() {
             if conn.registered {
                 let _ = registry.deregister(&mut conn.stream);

@@ -30,6 +30,7 @@ mod conn;
 mod driver;
 mod op;
 mod registry;
+mod udp;
 mod unpark;
 
 pub use driver::MioDriver;

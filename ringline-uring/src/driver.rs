@@ -32,6 +32,8 @@ use crate::ring::Ring;
 use crate::unpark::{EventFd, UringUnpark};
 use crate::user_data::{Kind, decode, encode};
 
+mod udp;
+
 /// Buffer group id of the receive ring (one ring per worker, so one group).
 const BGID: u16 = 0;
 /// How long `shutdown` waits for terminal completions before leaking what they may still use.
@@ -83,6 +85,8 @@ pub struct UringDriver {
     owner: ThreadId,
     shut: bool,
     worker: usize,
+    /// UDP sockets, their sends and their receive-buffer ring (`udp.rs`).
+    udp: udp::Udp,
     /// The driver stays on its thread.
     _not_send: PhantomData<*const ()>,
 }
@@ -155,7 +159,9 @@ impl UringDriver {
         //   the registered buffer ring (unregistered only after every terminal completion); send
         //   entries point into the boxed `Conn`'s `InFlightSend`, freed only at `inflight == 0`;
         //   the wake read targets `wake_buf`, leaked if its completion never comes; cancels name
-        //   no memory.
+        //   no memory; UDP receives name the `msghdr` in the boxed `UdpSock` (freed at
+        //   `inflight == 0`) and the UDP buffer ring (same rule as above); UDP sends name the
+        //   iovecs, `msghdr`, address and buffer of a boxed `UdpSendOp`, freed after its completion.
         // - the descriptors stay open: a `Conn`'s fd and fixed slot are closed only once its
         //   `inflight` count (which includes this entry) reaches zero; the eventfd is kept by the
         //   `Arc` the driver holds.
@@ -511,6 +517,8 @@ impl UringDriver {
                 self.arm_wake();
             }
             Some(Kind::Cancel) => {}
+            Some(Kind::UdpRecv) => self.udp_on_recv(key, res, flags, sink),
+            Some(Kind::UdpSend) => self.udp_on_send(key, res, sink),
             None => {
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     if self.bufs.taken(bid) {
@@ -702,6 +710,7 @@ impl UringDriver {
             self.cqes = cqes;
             // Buffers of this batch are back: re-arm what starved in earlier batches.
             self.rearm_starved(self.epoch);
+            self.udp_rearm_starved(self.epoch);
             self.epoch += 1;
         }
     }
@@ -752,7 +761,7 @@ impl UringDriver {
     }
 
     fn all_settled(&self) -> bool {
-        !self.wake_armed && self.conns.iter().flatten().all(|c| c.inflight == 0)
+        !self.wake_armed && self.conns.iter().flatten().all(|c| c.inflight == 0) && self.udp.settled()
     }
 }
 
@@ -797,6 +806,12 @@ impl Driver for UringDriver {
         } else {
             None
         };
+        let (udp_count, udp_size) = cfg.udp_recv_buffers();
+        let mut udp = udp::Udp::new(udp_count, udp_size)
+            .map_err(|e| Self::setup_error(worker, "UDP buffer ring", &e))?;
+        udp.bufs
+            .register(&ring.submitter())
+            .map_err(|e| Self::setup_error(worker, "register UDP buffer ring", &e))?;
         let wake = Arc::new(EventFd::new().map_err(|e| Self::setup_error(worker, "eventfd", &e))?);
         let stats = BackendStats { recv_buffers_total: count as u64, ..BackendStats::default() };
         let mut d = UringDriver {
@@ -818,6 +833,7 @@ impl Driver for UringDriver {
             owner: thread::current().id(),
             shut: false,
             worker,
+            udp,
             _not_send: PhantomData,
         };
         d.arm_wake();
@@ -843,6 +859,11 @@ impl Driver for UringDriver {
             Op::Send { conn, buf } => return self.send(conn, buf),
             Op::ShutdownWrite { conn } => self.shutdown_write(conn),
             Op::Close { conn, abort } => self.close(conn, abort),
+            op @ (Op::UdpAdopt { .. }
+            | Op::UdpRecvStart { .. }
+            | Op::UdpConnect { .. }
+            | Op::UdpSend { .. }
+            | Op::UdpClose { .. }) => return self.udp_submit(op),
         }
         Ok(())
     }
@@ -854,13 +875,15 @@ impl Driver for UringDriver {
         }
         // Buffers came back since the last pass: starved receives may go again.
         self.rearm_starved(u64::MAX);
+        self.udp_rearm_starved(u64::MAX);
         self.arm_wake();
         self.drain_retry();
         // Never sleep with completions to hand out or entries not yet in the SQ.
-        let timeout =
-            if self.deferred.is_empty() && self.retry.is_empty() { timeout } else { Some(Duration::ZERO) };
+        let idle = self.deferred.is_empty() && self.retry.is_empty() && self.udp.deferred.is_empty();
+        let timeout = if idle { timeout } else { Some(Duration::ZERO) };
         let entered = self.enter(timeout, sink);
         self.deliver_deferred(sink);
+        self.udp_deliver_deferred(sink);
         self.reap_and_dispatch(sink);
         self.flush_overflow(sink);
         entered
@@ -898,6 +921,7 @@ impl Driver for UringDriver {
         for (key, abort) in keys {
             self.close(key, abort);
         }
+        self.udp_close_all();
         self.shut = true;
         self.drain_retry();
         // Cancel every request in the ring, the wake read included.
@@ -909,6 +933,7 @@ impl Driver for UringDriver {
         loop {
             self.drain_retry();
             self.deliver_deferred(&mut sink);
+            self.udp_deliver_deferred(&mut sink);
             self.reap_and_dispatch(&mut sink);
             if self.all_settled() && self.retry.is_empty() {
                 break;
@@ -923,7 +948,9 @@ impl Driver for UringDriver {
             }
         }
         self.deliver_deferred(&mut sink);
+        self.udp_deliver_deferred(&mut sink);
         let settled = self.all_settled() && self.retry.is_empty();
+        self.udp_abandon();
         // Connections whose operations never finished: close their fds, leak their memory.
         for slot in &mut self.conns {
             if let Some(c) = slot.take() {
@@ -940,6 +967,12 @@ impl Driver for UringDriver {
             }
         }
         if settled {
+            if let Err(e) = self.udp.bufs.unregister(&self.ring.submitter()) {
+                tracing::error!(
+                    worker = self.worker,
+                    "unregistering the UDP buffer ring failed, leaking it: {e}"
+                );
+            }
             if let Err(e) = self.bufs.unregister(&self.ring.submitter()) {
                 tracing::error!(
                     worker = self.worker,

@@ -20,6 +20,10 @@ pub(crate) enum Kind {
     Cancel = 4,
     /// The read of the unpark eventfd.
     Wake = 5,
+    /// Multishot `RecvMsg` of a UDP socket (key: the `UdpKey`).
+    UdpRecv = 6,
+    /// `SendMsg` of a UDP datagram (key: the send's slab index and generation).
+    UdpSend = 7,
 }
 
 impl Kind {
@@ -30,6 +34,8 @@ impl Kind {
             3 => Kind::Connect,
             4 => Kind::Cancel,
             5 => Kind::Wake,
+            6 => Kind::UdpRecv,
+            7 => Kind::UdpSend,
             _ => return None,
         })
     }
@@ -53,7 +59,8 @@ mod tests {
 
     #[test]
     fn round_trips_every_kind() {
-        let kinds = [Kind::Recv, Kind::Send, Kind::Connect, Kind::Cancel, Kind::Wake];
+        let kinds =
+            [Kind::Recv, Kind::Send, Kind::Connect, Kind::Cancel, Kind::Wake, Kind::UdpRecv, Kind::UdpSend];
         for kind in kinds {
             for (index, generation) in [(0, 0), (1, 7), (0xFF_FFFF, u32::MAX)] {
                 let key = ConnKey { index, generation };

@@ -43,17 +43,27 @@ pub type Launched = (ShutdownHandle, Vec<JoinHandle<Result<(), Error>>>);
 pub struct RinglineBuilder {
     config: Config,
     binds: Vec<SocketAddr>,
+    udp_binds: Vec<SocketAddr>,
 }
 
 impl RinglineBuilder {
     /// A builder with `config` and no listeners (a client-only runtime until `bind`).
     pub fn new(config: Config) -> Self {
-        RinglineBuilder { config, binds: Vec::new() }
+        RinglineBuilder { config, binds: Vec::new(), udp_binds: Vec::new() }
     }
 
     /// Adds a TCP listener; repeatable. Port 0 picks a free port (see `local_addrs`).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.binds.push(addr);
+        self
+    }
+
+    /// Adds a UDP address; repeatable. Each worker opens its own `SO_REUSEPORT` socket on it
+    /// during launch (with `socket_buffers`), passes it to `on_udp_bind` and closes it at
+    /// shutdown. With port 0 every worker's socket shares one free port; the real addresses
+    /// follow the TCP ones in `ShutdownHandle::local_addrs()`, in `bind_udp` order.
+    pub fn bind_udp(mut self, addr: SocketAddr) -> Self {
+        self.udp_binds.push(addr);
         self
     }
 
@@ -111,7 +121,8 @@ impl RinglineBuilder {
     fn launch_with_backend<D: Driver, H: AsyncEventHandler>(&self) -> Result<Launched, Error> {
         let cfg = &self.config;
         let workers = cfg.resolved_workers();
-        let needed = sys::open_fds() + (workers as u64) * (cfg.max_connections() as u64 + 16) + 64;
+        let per_worker = cfg.max_connections() as u64 + 16 + self.udp_binds.len() as u64;
+        let needed = sys::open_fds() + (workers as u64) * per_worker + 64;
         sys::ensure_nofile(needed).map_err(|(needed, available)| Error::ResourceLimit {
             resource: "RLIMIT_NOFILE",
             needed,
@@ -122,7 +133,11 @@ impl RinglineBuilder {
         let acceptors = Arc::new(Mutex::new(Vec::new()));
         let mut started =
             Started { runtime: runtime.clone(), threads: Vec::new(), acceptors: acceptors.clone() };
-        let handles = started.spawn_workers::<D, H>(cfg, workers)?;
+        // Port 0: a first socket in the SO_REUSEPORT group picks the port every worker then binds;
+        // it is closed once the workers hold theirs (nobody knows the port before launch returns).
+        let (udp_addrs, udp_probes) = crate::udp::resolve(&self.udp_binds, cfg.socket_buffers())?;
+        let handles = started.spawn_workers::<D, H>(cfg, workers, &udp_addrs)?;
+        drop(udp_probes);
         runtime.register_workers(&handles);
         let mut addrs = Vec::new();
         for &addr in &self.binds {
@@ -142,6 +157,7 @@ impl RinglineBuilder {
                 .map_err(|e| Error::WorkerSetup { worker: 0, reason: format!("acceptor thread: {e}") })?;
             acceptors.lock().unwrap_or_else(|e| e.into_inner()).push(t);
         }
+        addrs.extend_from_slice(&udp_addrs);
         runtime.set_local_addrs(addrs.clone());
         tracing::info!(backend = D::NAME, workers, ?addrs, "ringline launched");
         let threads = std::mem::take(&mut started.threads);
@@ -188,6 +204,7 @@ impl Started {
         &mut self,
         cfg: &Config,
         workers: usize,
+        udp: &[SocketAddr],
     ) -> Result<Vec<WorkerHandle>, Error> {
         let (tx, rx) = mpsc::channel();
         for i in 0..workers {
@@ -196,12 +213,14 @@ impl Started {
                 worker: i,
                 runtime: self.runtime.clone(),
                 ready: tx.clone(),
+                udp_sockets: Vec::new(),
             };
+            let (udp, buffers) = (udp.to_vec(), cfg.socket_buffers());
             let pin = cfg.pin_workers().then_some(cfg.core_offset() + i);
             let acceptors = self.acceptors.clone();
             let t = std::thread::Builder::new()
                 .name(format!("ringline-w{i}"))
-                .spawn(move || worker_main::<D, H>(params, pin, &acceptors))
+                .spawn(move || worker_main::<D, H>(params, pin, &acceptors, &udp, buffers))
                 .map_err(|e| Error::WorkerSetup { worker: i, reason: format!("spawn: {e}") })?;
             self.threads.push(t);
         }
@@ -229,14 +248,23 @@ impl Drop for Started {
 }
 
 fn worker_main<D: Driver, H: AsyncEventHandler>(
-    params: WorkerParams,
+    mut params: WorkerParams,
     pin: Option<usize>,
     acceptors: &Mutex<Vec<JoinHandle<()>>>,
+    udp: &[SocketAddr],
+    buffers: (Option<usize>, Option<usize>),
 ) -> Result<(), Error> {
     if let Some(n) = pin {
         if let Err(e) = sys::pin_to_nth_cpu(n) {
             let err =
                 Error::WorkerSetup { worker: params.worker, reason: format!("pinning to CPU #{n}: {e}") };
+            let _ = params.ready.send((params.worker, Err(err.duplicate())));
+            return Err(err);
+        }
+    }
+    match crate::udp::open_for_worker(udp, buffers) {
+        Ok(sockets) => params.udp_sockets = sockets,
+        Err(err) => {
             let _ = params.ready.send((params.worker, Err(err.duplicate())));
             return Err(err);
         }

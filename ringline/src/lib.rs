@@ -56,6 +56,10 @@
 //! fn assert_send<T: Send>() {}
 //! assert_send::<ringline::OwnedConn>();
 //! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringline::UdpCtx>();
+//! ```
 
 #[cfg(not(any(feature = "uring", feature = "mio")))]
 compile_error!(
@@ -74,6 +78,7 @@ pub mod select;
 mod sys;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod udp;
 
 pub use launch::{Launched, RinglineBuilder};
 pub use ringline_core::blocking::{BlockingHandle, spawn_blocking};
@@ -94,6 +99,7 @@ pub use ringline_core::time::{
     Deadline, Elapsed, Interval, Sleep, Timeout, TimerExhausted, interval, sleep, sleep_until, timeout,
     timeout_at, try_sleep, try_sleep_until, try_timeout, try_timeout_at,
 };
+pub use ringline_core::udp::{OwnedUdp, RecvFrom, SendTo, UdpCtx, WithDatagram, udp_bind};
 pub use ringline_core::{
     Backend, BackendChoice, Config, ConfigBuilder, Error, ShutdownHandle, ShutdownSignal, WorkerHandle,
     YieldNow, current_task, current_worker, request_shutdown, shutdown_requested, shutdown_signal, spawn,

@@ -1,7 +1,7 @@
-//! The facade's few system calls: listening sockets, rlimits, CPU pinning, listener wake-up.
+//! The facade's few system calls: listening and `bind_udp` sockets, rlimits, CPU pinning, listener wake-up.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -34,6 +34,29 @@ pub(crate) fn listen(
     // SAFETY: `fd` is an open, bound stream socket.
     cvt(unsafe { libc::listen(fd, backlog) })?;
     Ok(listener)
+}
+
+/// A non-blocking UDP socket bound to `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` (one per
+/// worker on the same address; the kernel spreads datagrams), and `SO_SNDBUF`/`SO_RCVBUF`.
+pub(crate) fn bind_udp(addr: SocketAddr, buffers: (Option<usize>, Option<usize>)) -> io::Result<UdpSocket> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let flags = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+    // SAFETY: plain socket(2) call with constant arguments; the result is checked.
+    let fd = cvt(unsafe { libc::socket(family, flags, 0) })?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    set_int_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    if let Some(n) = buffers.0 {
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, n.min(i32::MAX as usize) as libc::c_int)?;
+    }
+    if let Some(n) = buffers.1 {
+        set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n.min(i32::MAX as usize) as libc::c_int)?;
+    }
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` is a valid sockaddr of `len` bytes for `addr`'s family; `fd` is open.
+    cvt(unsafe { libc::bind(fd, (&raw const storage).cast(), len) })?;
+    Ok(socket)
 }
 
 fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {

@@ -1,5 +1,5 @@
-//! `cargo xtask examples`: drives the `http_hello` and `resp_server` examples with real clients
-//! (`wrk`, `redis-benchmark`) on every backend configuration.
+//! `cargo xtask examples`: drives the `http_hello`, `resp_server` and `udp_echo` examples with
+//! real clients (`wrk`, `redis-benchmark`, a std `UdpSocket`) on every backend configuration.
 //!
 //! The examples are built in release mode for io_uring (`--examples`) and for mio
 //! (`--no-default-features --features mio --examples`); after each build the two binaries are
@@ -14,6 +14,9 @@
 //! must exit 0 within 10 s, and its stderr (`<target>/xtask-examples/logs/`) must hold the
 //! `tracing` INFO line of ringline's launch summary (`ringline launched`). Failures are
 //! collected; a table of every run is printed at the end.
+//!
+//! `udp_echo` is driven by a std `UdpSocket` client instead: 2,000 datagrams of 0 to 65,507
+//! bytes, one at a time, each of which must come back whole.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -62,7 +65,7 @@ const BUILDS: &[Build] = &[
 ];
 
 /// The examples run by this step.
-const EXAMPLES: &[&str] = &["http_hello", "resp_server"];
+const EXAMPLES: &[&str] = &["http_hello", "resp_server", "udp_echo"];
 
 /// The tests `redis-benchmark -t ping,set,get` reports.
 const REDIS_TESTS: &[&str] = &["PING_INLINE", "PING_MBULK", "SET", "GET"];
@@ -108,6 +111,7 @@ pub(crate) fn run(root: &Path) -> StepResult {
         let bin_dir = out_dir.join(build.name);
         rows.extend(run_http(build, &bin_dir, &log_dir));
         rows.extend(run_resp(build, &bin_dir, &log_dir));
+        rows.extend(run_udp(build, &bin_dir, &log_dir));
     }
     println!("\n{}", table(&rows));
     println!(
@@ -148,6 +152,39 @@ fn run_resp(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
         })
     });
     rows("resp_server", build, "redis-benchmark", outcome)
+}
+
+/// `udp_echo` under a std `UdpSocket` client: one row (datagrams per second).
+fn run_udp(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
+    let outcome = with_server(build, bin_dir, log_dir, "udp_echo", |addr| {
+        udp_round_trips(addr, 2_000).map(|rate| vec![("std UdpSocket".to_string(), rate)])
+    });
+    rows("udp_echo", build, "std UdpSocket", outcome)
+}
+
+/// Sends `n` datagrams of mixed sizes (zero-length and 65,507 bytes included) one at a time and
+/// checks each echo; returns datagrams per second.
+fn udp_round_trips(addr: &str, n: usize) -> Result<f64, String> {
+    let fail = |e: std::io::Error| format!("UDP client of {addr}: {e}");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").map_err(fail)?;
+    socket.connect(addr).map_err(fail)?;
+    socket.set_read_timeout(Some(PROBE_TIMEOUT)).map_err(fail)?;
+    let mut buf = vec![0u8; 65_536];
+    let started = Instant::now();
+    for i in 0..n {
+        let len = match i % 10 {
+            0 => 0,
+            1 => 65_507,
+            _ => (i * 7_919) % 1_500,
+        };
+        let data: Vec<u8> = (0..len).map(|j| (i + j) as u8).collect();
+        socket.send(&data).map_err(fail)?;
+        let got = socket.recv(&mut buf).map_err(|e| format!("datagram {i} ({len} bytes) not echoed: {e}"))?;
+        if buf[..got] != data[..] {
+            return Err(format!("datagram {i}: {got} bytes came back, not the {len} sent"));
+        }
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Table rows of one server run: one per client result, or one FAILED row.
@@ -480,6 +517,25 @@ fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_udp_client_checks_every_echo() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        let echo = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            for i in 0..14 {
+                let (n, from) = server.recv_from(&mut buf).unwrap();
+                // The 14th echo (the second of the second run, 65,507 bytes) is cut short.
+                let n = if i == 13 { n - 1 } else { n };
+                server.send_to(&buf[..n], from).unwrap();
+            }
+        });
+        assert!(udp_round_trips(&addr, 12).is_ok_and(|rate| rate > 0.0));
+        let err = udp_round_trips(&addr, 8).unwrap_err();
+        assert!(err.starts_with("datagram 1: 65506 bytes"), "{err}");
+        echo.join().unwrap();
+    }
 
     #[test]
     fn wrk_output_is_checked() {

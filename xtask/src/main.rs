@@ -33,7 +33,7 @@ subcommands:
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
   bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
   microbench [--full]         criterion microbenchmarks of ringline-core; median ns/op table
-  examples                    http_hello under wrk, resp_server under redis-benchmark, per backend
+  examples                    http_hello under wrk, resp_server under redis-benchmark, udp_echo, per backend
   soak [--secs N] [--backend uring|mio|both]
                               mixed load for N s (default 60) per backend, then fail on fd/thread growth
 ";

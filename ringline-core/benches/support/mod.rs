@@ -42,7 +42,13 @@ impl BenchWorker {
         let cfg = Config::builder().workers(1).tick_interval(None).build().expect("valid config");
         let runtime = RuntimeShared::new();
         let (ready, reported) = mpsc::channel();
-        let params = WorkerParams { cfg: cfg.clone(), worker: 0, runtime: runtime.clone(), ready };
+        let params = WorkerParams {
+            cfg: cfg.clone(),
+            worker: 0,
+            runtime: runtime.clone(),
+            ready,
+            udp_sockets: Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("bench-w0".into())
             .spawn(move || run_worker::<MockDriver, Idle>(params))

@@ -41,6 +41,8 @@ pub(crate) struct Core {
     pub(crate) warnings: super::exhaustion::ExhaustionWarnings,
     /// `set_nodelay` requests, applied by the loop (it owns the driver).
     pub(crate) nodelay: RefCell<Vec<(ConnKey, bool)>>,
+    /// UDP sockets.
+    pub(crate) udp: RefCell<crate::udp::table::UdpTable>,
 }
 
 impl Core {

@@ -69,6 +69,12 @@ impl CoreSink<'_> {
                 let mut pool = core.pool.borrow_mut();
                 conns.on_closed(conn, &mut pool);
             }
+            Completion::Datagram { sock, data, peer, truncated } => {
+                crate::udp::table::on_datagram(core, sock, data, peer, truncated)
+            }
+            Completion::UdpError { sock, error } => crate::udp::table::on_error(core, sock, error),
+            Completion::UdpClosed { sock } => crate::udp::table::on_closed(core, sock),
+            Completion::UdpSent { sock, buf, result } => crate::udp::table::on_sent(core, sock, buf, result),
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct WorkerParams {
     pub runtime: Arc<RuntimeShared>,
     /// Receives this worker's handle once its backend and handler are built, or the setup error.
     pub ready: mpsc::Sender<(usize, Result<WorkerHandle, Error>)>,
+    /// Bound UDP sockets (`bind_udp`) this worker adopts and hands to `on_udp_bind`.
+    pub udp_sockets: Vec<std::net::UdpSocket>,
 }
 
 /// Runs one worker on the calling thread until shutdown; the body of a worker thread.
@@ -109,6 +111,7 @@ fn run_worker_inner<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<
         current_task: std::cell::Cell::new(None),
         nodelay: std::cell::RefCell::new(Vec::new()),
         warnings: Default::default(),
+        udp: std::cell::RefCell::new(crate::udp::table_with(p.udp_sockets)),
     });
     let guard = ContextGuard::enter(core.clone());
     let handler = match catch_unwind(|| H::create_for_worker(p.worker)) {
@@ -147,6 +150,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
     fn run(&mut self) -> Result<(), Error> {
         let start = self.handler.on_start();
         self.core.spawn_entry(start);
+        crate::udp::bind_initial(&self.core, |ctx| self.handler.on_udp_bind(ctx));
         let tick = self.core.cfg.tick_interval();
         let mut next_tick = tick.map(|d| Instant::now() + d);
         let mut inbox = Vec::new();
@@ -163,7 +167,10 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             if self.core.shutting_down.get() {
                 let now = Instant::now();
                 let deadline = self.core.runtime.deadline().unwrap_or(now);
-                if self.core.tasks.borrow().live() == 0 && self.core.conns.borrow().open() == 0 {
+                if self.core.tasks.borrow().live() == 0
+                    && self.core.conns.borrow().open() == 0
+                    && crate::udp::open(&self.core) == 0
+                {
                     return Ok(());
                 }
                 if now >= deadline && !forced {
@@ -265,6 +272,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             for w in self.core.shutdown_waiters.borrow_mut().drain(..) {
                 w.wake();
             }
+            crate::udp::on_shutdown(&self.core);
             let mut conns = self.core.conns.borrow_mut();
             for key in conns.live_keys() {
                 if let Some(c) = conns.get(key) {
@@ -428,6 +436,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         }
         c.publish_backend(&stats);
         let stale = core.conns.borrow().stale;
+        let stale = stale + crate::udp::stale(core);
         WorkerCounters::set(&c.stale_completions, stats.stale_completions + stale);
         WorkerCounters::set(&c.connections_open, core.conns.borrow().open() as u64);
         let pool = core.pool.borrow();
@@ -449,6 +458,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         for id in ids {
             core.abort_task(id);
         }
+        crate::udp::close_all(&core);
         let keys = core.conns.borrow().live_keys();
         for key in keys {
             let open = core.conns.borrow_mut().get(key).is_some_and(|c| !c.close_submitted);

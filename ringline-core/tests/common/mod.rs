@@ -100,7 +100,13 @@ pub fn start_on(net: MockNet, cfg: ConfigBuilder, setup: impl FnOnce() -> Hooks 
     let cfg = cfg.build().expect("valid config");
     let runtime = RuntimeShared::new();
     let (tx, rx) = mpsc::channel();
-    let params = WorkerParams { cfg: cfg.clone(), worker: 0, runtime: runtime.clone(), ready: tx };
+    let params = WorkerParams {
+        cfg: cfg.clone(),
+        worker: 0,
+        runtime: runtime.clone(),
+        ready: tx,
+        udp_sockets: Vec::new(),
+    };
     let thread_net = net.clone();
     let thread = std::thread::Builder::new()
         .name("mock-w0".into())

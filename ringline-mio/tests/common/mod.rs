@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ringline_core::buf::{PartMemory, SendBuf, SendPart};
 use ringline_core::config::Config;
-use ringline_core::driver::{Completion, CompletionSink, ConnKey, Driver};
+use ringline_core::driver::{Completion, CompletionSink, ConnKey, Driver, UdpKey};
 use ringline_mio::MioDriver;
 
 /// An owned copy of one completion.
@@ -20,6 +20,10 @@ pub(crate) enum Ev {
     Sent(ConnKey, SendBuf, io::Result<usize>),
     Connected(ConnKey, io::Result<SocketAddr>),
     Closed(ConnKey),
+    Datagram(UdpKey, Vec<u8>, SocketAddr, bool),
+    UdpError(UdpKey, io::Error),
+    UdpSent(UdpKey, SendBuf, io::Result<usize>),
+    UdpClosed(UdpKey),
 }
 
 /// Records every completion it is given.
@@ -37,6 +41,12 @@ impl CompletionSink for Sink {
             Completion::Sent { conn, buf, result } => Ev::Sent(conn, buf, result),
             Completion::Connected { conn, result } => Ev::Connected(conn, result),
             Completion::Closed { conn } => Ev::Closed(conn),
+            Completion::Datagram { sock, data, peer, truncated } => {
+                Ev::Datagram(sock, data.to_vec(), peer, truncated)
+            }
+            Completion::UdpError { sock, error } => Ev::UdpError(sock, error),
+            Completion::UdpSent { sock, buf, result } => Ev::UdpSent(sock, buf, result),
+            Completion::UdpClosed { sock } => Ev::UdpClosed(sock),
         });
     }
 }
@@ -103,6 +113,9 @@ pub(crate) fn key_of(e: &Ev) -> ConnKey {
         | Ev::Sent(k, _, _)
         | Ev::Connected(k, _)
         | Ev::Closed(k) => *k,
+        Ev::Datagram(k, ..) | Ev::UdpError(k, _) | Ev::UdpSent(k, ..) | Ev::UdpClosed(k) => {
+            ConnKey { index: k.index, generation: k.generation }
+        }
     }
 }
 

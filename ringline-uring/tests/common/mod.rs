@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ringline_core::buf::{PartMemory, SendBuf, SendPart};
 use ringline_core::config::Config;
-use ringline_core::driver::{Completion, CompletionSink, ConnKey, Driver};
+use ringline_core::driver::{Completion, CompletionSink, ConnKey, Driver, UdpKey};
 use ringline_uring::UringDriver;
 
 /// An owned copy of one completion.
@@ -22,6 +22,10 @@ pub enum Event {
     Sent(ConnKey, usize, Result<usize, io::ErrorKind>),
     Connected(ConnKey, Result<SocketAddr, io::ErrorKind>),
     Closed(ConnKey),
+    Datagram(UdpKey, Vec<u8>, SocketAddr, bool),
+    UdpError(UdpKey, io::ErrorKind),
+    UdpSent(UdpKey, usize, Result<usize, io::ErrorKind>),
+    UdpClosed(UdpKey),
 }
 
 /// Collects owned copies of every completion.
@@ -41,6 +45,14 @@ impl CompletionSink for TestSink {
             }
             Completion::Connected { conn, result } => Event::Connected(conn, result.map_err(|e| e.kind())),
             Completion::Closed { conn } => Event::Closed(conn),
+            Completion::Datagram { sock, data, peer, truncated } => {
+                Event::Datagram(sock, data.to_vec(), peer, truncated)
+            }
+            Completion::UdpError { sock, error } => Event::UdpError(sock, error.kind()),
+            Completion::UdpSent { sock, buf, result } => {
+                Event::UdpSent(sock, buf.total_len(), result.map_err(|e| e.kind()))
+            }
+            Completion::UdpClosed { sock } => Event::UdpClosed(sock),
         };
         self.events.push(e);
     }

@@ -35,9 +35,28 @@ fn parse_args(name: &str, default_addr: &str) -> (String, usize) {
 
 /// Runs handler `H` until SIGINT or SIGTERM, then drains for up to 5 s. Logs go to stderr
 /// (`RUST_LOG`, default `info`); stdout carries `NAME listening on ADDR (BACKEND backend)` and `bye`.
+#[allow(dead_code, reason = "the UDP example uses `serve_udp` instead")]
 pub(crate) fn serve<H: AsyncEventHandler>(
     name: &str,
     default_addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    serve_with::<H>(name, default_addr, RinglineBuilder::bind)
+}
+
+/// As [`serve`], with a `bind_udp` socket per worker on the address instead of a TCP listener.
+#[allow(dead_code, reason = "only the UDP example uses it")]
+pub(crate) fn serve_udp<H: AsyncEventHandler>(
+    name: &str,
+    default_addr: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    serve_with::<H>(name, default_addr, RinglineBuilder::bind_udp)
+}
+
+/// [`serve`] with the way the address is bound.
+fn serve_with<H: AsyncEventHandler>(
+    name: &str,
+    default_addr: &str,
+    bind: fn(RinglineBuilder, std::net::SocketAddr) -> RinglineBuilder,
 ) -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -54,7 +73,7 @@ pub(crate) fn serve<H: AsyncEventHandler>(
     }
     // 8,192 per worker keeps the fd budget under common RLIMIT_NOFILE hard limits.
     let config = Config::builder().workers(workers).max_connections(8192).build()?;
-    let (shutdown, handles) = RinglineBuilder::new(config).bind(addr.parse()?).launch::<H>()?;
+    let (shutdown, handles) = bind(RinglineBuilder::new(config), addr.parse()?).launch::<H>()?;
     let backend = shutdown.backend().map_or_else(|| "unknown".to_string(), |b| format!("{b:?}"));
     println!("{name} listening on {} ({backend} backend)", shutdown.local_addrs()[0]);
     while !STOP.load(Ordering::SeqCst) && !shutdown.is_shutting_down() {
