@@ -299,12 +299,14 @@ impl AsyncEventHandler for LineEcho {
 fn idle_timeout_closes_a_dribbling_peer_and_spares_an_active_one() {
     let _w = Watchdog::new("idle_timeout_closes_a_dribbling_peer", 30);
     let server =
-        Server::start::<LineEcho>(config().idle_timeout(Some(std::time::Duration::from_millis(300))));
+        Server::start::<LineEcho>(config().idle_timeout(Some(std::time::Duration::from_secs(1))));
     let mut active = client(server.addr);
     let mut dribbler = client(server.addr);
     let started = std::time::Instant::now();
     let mut closed_at = None;
-    for i in 0..12 {
+    // The active peer makes progress every 100 ms, ten times inside the idle timeout, so a loaded
+    // machine delaying a few turns cannot make it look idle.
+    for i in 0..25 {
         std::thread::sleep(std::time::Duration::from_millis(100));
         round_trip(&mut active, format!("line {i}\n").as_bytes());
         if closed_at.is_none() && dribbler.write_all(b"x").is_err() {
