@@ -95,6 +95,11 @@ pub enum Error {
         /// The configured `recv_accumulator_limit`.
         limit: usize,
     },
+    /// A TLS error (feature `tls`): a failed handshake of `connect_tls`, or a protocol error
+    /// after the handshake.
+    #[cfg(feature = "tls")]
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
     /// A spawned task panicked.
     #[error("task panicked")]
     TaskPanicked,
@@ -134,6 +139,8 @@ impl Error {
             Error::InvalidConnection | Error::Closed => K::NotConnected,
             Error::ConnectTimeout | Error::IdleTimeout => K::TimedOut,
             Error::MessageTooLarge { .. } => K::InvalidData,
+            #[cfg(feature = "tls")]
+            Error::Tls(_) => K::InvalidData,
             Error::ShuttingDown => K::ConnectionAborted,
             Error::InvalidInput(_) => K::InvalidInput,
             Error::Unsupported(_) => K::Unsupported,
@@ -154,6 +161,8 @@ impl Error {
             Error::ConnectTimeout => Error::ConnectTimeout,
             Error::IdleTimeout => Error::IdleTimeout,
             Error::ShuttingDown => Error::ShuttingDown,
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => Error::Tls(e.clone()),
             Error::WorkerSetup { worker, reason } => {
                 Error::WorkerSetup { worker: *worker, reason: reason.clone() }
             }

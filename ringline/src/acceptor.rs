@@ -16,6 +16,8 @@ use ringline_core::{RuntimeShared, WorkerHandle};
 /// Settings the acceptor applies to accepted sockets.
 pub(crate) struct AcceptOpts {
     pub(crate) nodelay: bool,
+    /// The stream layer (TLS) connections of this listener run before `on_accept`.
+    pub(crate) layer: Option<ringline_core::conn::LayerFactory>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -46,7 +48,7 @@ pub(crate) fn run(
                     bump(&runtime.acceptor.errors_transient);
                     continue;
                 }
-                hand_off(stream, &workers, &mut next, &runtime);
+                hand_off(stream, &workers, &mut next, &runtime, opts.layer.as_ref());
             }
             Err(e) => {
                 if runtime.is_shutting_down() {
@@ -64,11 +66,16 @@ fn hand_off(
     workers: &[WorkerHandle],
     next: &mut usize,
     runtime: &RuntimeShared,
+    layer: Option<&ringline_core::conn::LayerFactory>,
 ) {
     for _ in 0..workers.len() {
         let w = &workers[*next % workers.len()];
         *next = next.wrapping_add(1);
-        match w.hand_off(stream) {
+        let handed = match layer {
+            None => w.hand_off(stream),
+            Some(f) => w.hand_off_layered(stream, f.clone()),
+        };
+        match handed {
             Ok(()) => {
                 bump(&runtime.acceptor.accepted);
                 return;

@@ -18,6 +18,9 @@ use crate::sys;
 /// What `launch` returns: the shutdown handle and one join handle per worker.
 pub type Launched = (ShutdownHandle, Vec<JoinHandle<Result<(), Error>>>);
 
+/// Runs on each worker thread before its worker starts (installs the TLS client configuration).
+pub(crate) type WorkerInit = Arc<dyn Fn() + Send + Sync>;
+
 /// Builds and starts a ringline runtime.
 ///
 /// ```no_run
@@ -42,19 +45,31 @@ pub type Launched = (ShutdownHandle, Vec<JoinHandle<Result<(), Error>>>);
 #[derive(Debug)]
 pub struct RinglineBuilder {
     config: Config,
-    binds: Vec<SocketAddr>,
+    pub(crate) binds: Vec<SocketAddr>,
     udp_binds: Vec<SocketAddr>,
+    /// The stream layer (TLS) of each listener in `binds`, by position.
+    pub(crate) layers: Vec<Option<ringline_core::conn::LayerFactory>>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RinglineBuilder {
     /// A builder with `config` and no listeners (a client-only runtime until `bind`).
     pub fn new(config: Config) -> Self {
-        RinglineBuilder { config, binds: Vec::new(), udp_binds: Vec::new() }
+        RinglineBuilder {
+            config,
+            binds: Vec::new(),
+            udp_binds: Vec::new(),
+            layers: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls_client: None,
+        }
     }
 
     /// Adds a TCP listener; repeatable. Port 0 picks a free port (see `local_addrs`).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.binds.push(addr);
+        self.layers.push(None);
         self
     }
 
@@ -65,6 +80,11 @@ impl RinglineBuilder {
     pub fn bind_udp(mut self, addr: SocketAddr) -> Self {
         self.udp_binds.push(addr);
         self
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn worker_init(&self) -> WorkerInit {
+        Arc::new(|| {})
     }
 
     /// Starts the runtime on the backend chosen from the config, `RINGLINE_BACKEND` and the
@@ -136,11 +156,11 @@ impl RinglineBuilder {
         // Port 0: a first socket in the SO_REUSEPORT group picks the port every worker then binds;
         // it is closed once the workers hold theirs (nobody knows the port before launch returns).
         let (udp_addrs, udp_probes) = crate::udp::resolve(&self.udp_binds, cfg.socket_buffers())?;
-        let handles = started.spawn_workers::<D, H>(cfg, workers, &udp_addrs)?;
+        let handles = started.spawn_workers::<D, H>(cfg, workers, &udp_addrs, &self.worker_init())?;
         drop(udp_probes);
         runtime.register_workers(&handles);
         let mut addrs = Vec::new();
-        for &addr in &self.binds {
+        for (&addr, layer) in self.binds.iter().zip(&self.layers) {
             let listener = Arc::new(
                 sys::listen(addr, cfg.backlog(), cfg.socket_buffers())
                     .map_err(|source| Error::Bind { addr, source })?,
@@ -148,8 +168,8 @@ impl RinglineBuilder {
             addrs.push(listener.local_addr().map_err(|source| Error::Bind { addr, source })?);
             let wake = listener.clone();
             runtime.on_shutdown(Box::new(move || sys::wake_acceptor(&wake)));
-            let (ws, rt, opts) =
-                (handles.clone(), runtime.clone(), AcceptOpts { nodelay: cfg.tcp_nodelay() });
+            let opts = AcceptOpts { nodelay: cfg.tcp_nodelay(), layer: layer.clone() };
+            let (ws, rt) = (handles.clone(), runtime.clone());
             let name = format!("ringline-accept-{}", addrs.last().map_or(0, SocketAddr::port));
             let t = std::thread::Builder::new()
                 .name(name)
@@ -205,6 +225,7 @@ impl Started {
         cfg: &Config,
         workers: usize,
         udp: &[SocketAddr],
+        init: &WorkerInit,
     ) -> Result<Vec<WorkerHandle>, Error> {
         let (tx, rx) = mpsc::channel();
         for i in 0..workers {
@@ -218,9 +239,13 @@ impl Started {
             let (udp, buffers) = (udp.to_vec(), cfg.socket_buffers());
             let pin = cfg.pin_workers().then_some(cfg.core_offset() + i);
             let acceptors = self.acceptors.clone();
+            let init = init.clone();
             let t = std::thread::Builder::new()
                 .name(format!("ringline-w{i}"))
-                .spawn(move || worker_main::<D, H>(params, pin, &acceptors, &udp, buffers))
+                .spawn(move || {
+                    init();
+                    worker_main::<D, H>(params, pin, &acceptors, &udp, buffers)
+                })
                 .map_err(|e| Error::WorkerSetup { worker: i, reason: format!("spawn: {e}") })?;
             self.threads.push(t);
         }

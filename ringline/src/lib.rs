@@ -10,6 +10,11 @@
 //! `RINGLINE_BACKEND=auto|uring|mio`; `Auto` probes io_uring and falls back to mio with a
 //! warning. [`COMPILED_BACKENDS`] lists what this build has; [`backend()`] says what runs.
 //!
+//! # TLS
+//! The cargo feature `tls` adds rustls 0.23 (no crypto provider enabled: the configurations
+//! carry one): `RinglineBuilder::bind_tls` and `tls_client`, `connect_tls` and
+//! `connect_tls_with_timeout`, `ConnCtx::tls_info` and `Error::Tls` (guide section 7).
+//!
 //! # Example: a lossless echo server
 //! ```no_run
 //! use ringline::{AsyncEventHandler, Config, ConnCtx, RinglineBuilder};
@@ -78,6 +83,8 @@ pub mod select;
 mod sys;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+mod tls;
 mod udp;
 
 pub use launch::{Launched, RinglineBuilder};
@@ -85,6 +92,8 @@ pub use ringline_core::blocking::{BlockingHandle, spawn_blocking};
 pub use ringline_core::buf::{GuardBox, SendGuard};
 #[cfg(feature = "futures-io")]
 pub use ringline_core::conn::ConnStream;
+#[cfg(feature = "tls")]
+pub use ringline_core::conn::TlsInfo;
 pub use ringline_core::conn::{
     CloseReason, ConnCtx, ConnToken, ConnectFuture, Flush, MAX_GUARDS, OwnedConn, Recv, SendBuilder,
     SendFuture, WithBytes, WithData, connect, connect_with_timeout,
@@ -106,6 +115,8 @@ pub use ringline_core::{
     worker_id, yield_now,
 };
 pub use ringline_core::{Driver, driver};
+#[cfg(feature = "tls")]
+pub use tls::{connect_tls, connect_tls_with_timeout};
 
 /// `Bytes`, as returned by `ConnCtx::recv` and `with_bytes`.
 pub use bytes::Bytes;

@@ -298,8 +298,7 @@ impl AsyncEventHandler for LineEcho {
 #[test]
 fn idle_timeout_closes_a_dribbling_peer_and_spares_an_active_one() {
     let _w = Watchdog::new("idle_timeout_closes_a_dribbling_peer", 30);
-    let server =
-        Server::start::<LineEcho>(config().idle_timeout(Some(std::time::Duration::from_secs(1))));
+    let server = Server::start::<LineEcho>(config().idle_timeout(Some(std::time::Duration::from_secs(1))));
     let mut active = client(server.addr);
     let mut dribbler = client(server.addr);
     let started = std::time::Instant::now();

@@ -32,7 +32,8 @@ pub(crate) fn parse_args(args: &[String]) -> Result<TreeSource, String> {
 pub(crate) fn run(root: &Path, source: &TreeSource) -> StepResult {
     let tree = match source {
         TreeSource::Cargo => {
-            // With every optional feature of core that users can enable (`testing` is test-only).
+            // With every optional feature of core that users can enable (`testing` is test-only);
+            // `tls` brings rustls without a crypto provider, which must stay libc-free too.
             let args = [
                 "tree",
                 "-p",
@@ -42,7 +43,7 @@ pub(crate) fn run(root: &Path, source: &TreeSource) -> StepResult {
                 "--target",
                 "all",
                 "--features",
-                "futures-io",
+                "futures-io,tls",
                 "--prefix",
                 "none",
             ];

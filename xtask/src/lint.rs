@@ -11,8 +11,8 @@ const CLIPPY_CONFIGURATIONS: &[&[&str]] = &[
     &["--workspace"],
     &["-p", "ringline", "--no-default-features", "--features", "mio"],
     &["-p", "ringline", "--features", "uring,mio"],
-    &["-p", "ringline", "--features", "uring,mio,futures-io"],
-    &["-p", "ringline", "--no-default-features", "--features", "mio,futures-io"],
+    &["-p", "ringline", "--features", "uring,mio,futures-io,tls"],
+    &["-p", "ringline", "--no-default-features", "--features", "mio,futures-io,tls"],
 ];
 
 /// Runs each lint step in turn and stops at the first failure.
@@ -30,7 +30,7 @@ pub(crate) fn run(root: &Path) -> StepResult {
         )
         .run()?;
     }
-    Cargo::new(root, &["doc", "--workspace", "--no-deps", "--features", "ringline/futures-io"])
+    Cargo::new(root, &["doc", "--workspace", "--no-deps", "--features", "ringline/futures-io,ringline/tls"])
         .env("RUSTDOCFLAGS", "-D warnings")
         .run()
 }

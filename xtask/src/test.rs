@@ -55,7 +55,7 @@ fn configurations(root: &Path) -> StepResult<Vec<Configuration>> {
         manifest::has_feature(&manifest::read(&root.join("ringline-core/Cargo.toml"))?, "testing");
     let facade_manifest = manifest::read(&root.join("ringline/Cargo.toml"))?;
     // Optional facade features whose tests run in every backend configuration.
-    let extras: Vec<&'static str> = ["testing", "futures-io"]
+    let extras: Vec<&'static str> = ["testing", "futures-io", "tls"]
         .into_iter()
         .filter(|f| manifest::has_feature(&facade_manifest, f))
         .collect();

@@ -22,12 +22,12 @@ use crate::runtime::core::Core;
 
 /// Connects to `addr` with the configured `connect_timeout`.
 pub fn connect(addr: SocketAddr) -> ConnectFuture {
-    ConnectFuture { addr, timeout: None, explicit: false, conn: None }
+    ConnectFuture { addr, timeout: None, explicit: false, conn: None, layer: None }
 }
 
 /// Connects to `addr`, failing with `ConnectTimeout` after `t`.
 pub fn connect_with_timeout(addr: SocketAddr, t: Duration) -> ConnectFuture {
-    ConnectFuture { addr, timeout: Some(t), explicit: true, conn: None }
+    ConnectFuture { addr, timeout: Some(t), explicit: true, conn: None, layer: None }
 }
 
 /// Future of [`connect`]; resolves to `Result<OwnedConn, Error>`.
@@ -37,6 +37,19 @@ pub struct ConnectFuture {
     timeout: Option<Duration>,
     explicit: bool,
     conn: Option<ConnCtx>,
+    /// Builds the stream layer (TLS) at the first poll; `None` for plain TCP.
+    layer: Option<super::layer::LayerMaker>,
+}
+
+impl ConnectFuture {
+    /// A connect whose connection runs a stream layer and resolves after its handshake.
+    pub(crate) fn layered(
+        addr: SocketAddr,
+        timeout: Option<Duration>,
+        make: super::layer::LayerMaker,
+    ) -> Self {
+        ConnectFuture { addr, timeout, explicit: timeout.is_some(), conn: None, layer: Some(make) }
+    }
 }
 
 fn start(core: &Core, addr: SocketAddr, timeout: Option<Duration>) -> Result<ConnCtx, Error> {
@@ -71,7 +84,17 @@ impl Future for ConnectFuture {
             Some(c) => c,
             None => {
                 let timeout = if this.explicit { this.timeout } else { None };
-                let r = with_core(|core| start(core, this.addr, timeout.or(core.cfg.connect_timeout())));
+                let layer = match this.layer.take().map(|make| make()).transpose() {
+                    Ok(layer) => layer,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+                let r = with_core(|core| {
+                    let c = start(core, this.addr, timeout.or(core.cfg.connect_timeout()))?;
+                    if let Some(layer) = layer {
+                        super::layer::install_outbound(core, c.key, layer);
+                    }
+                    Ok(c)
+                });
                 match r {
                     None => return Poll::Ready(Err(Error::NotInRuntime)),
                     Some(Err(e)) => return Poll::Ready(Err(e)),
@@ -140,6 +163,12 @@ fn release_holder(key: ConnKey, abort: bool) {
 pub(crate) fn connect_deadline(core: &Core, key: ConnKey) {
     let mut conns = core.conns.borrow_mut();
     let Some(c) = conns.get(key) else { return };
+    if c.phase == Phase::Open && super::layer::handshaking(c) {
+        // The timeout covers the TLS handshake: a failed handshake, counted as one.
+        drop(conns);
+        super::layer::handshake_failed(core, key, Error::ConnectTimeout);
+        return;
+    }
     if c.phase != Phase::Connecting || !matches!(c.connect, ConnectResult::Pending) {
         return;
     }

@@ -21,6 +21,8 @@ pub(crate) struct FlushReport {
     pub(crate) released: Vec<(ConnKey, CloseReason)>,
     /// Receives paused by the accumulator limit.
     pub(crate) paused: u64,
+    /// Slots released that the handler never saw (failed TLS handshakes): no `on_close`.
+    pub(crate) silent: u64,
 }
 
 impl ConnTable {
@@ -38,9 +40,16 @@ impl ConnTable {
             if flush_one(key, c, acc_limit, ops, spare) {
                 report.paused += 1;
             }
-            if c.phase == Phase::Closed && !c.held {
+            // A connection still hidden in its TLS handshake has no holder but its `on_accept`,
+            // which never runs once it closed.
+            let known = crate::conn::layer::handler_knows(c);
+            if c.phase == Phase::Closed && (!c.held || !known) {
                 let reason = c.reason.unwrap_or(CloseReason::Local);
-                report.released.push((key, reason));
+                if known {
+                    report.released.push((key, reason));
+                } else {
+                    report.silent += 1;
+                }
                 self.release(index);
             }
         }
@@ -91,6 +100,9 @@ fn flush_open(
             c.recv_paused = false;
             ops.push(Op::RecvStart { conn: key });
         }
+    }
+    if c.layer.is_some() {
+        crate::conn::layer::before_flush(c);
     }
     let aborting = c.close == Some(CloseMode::Abort);
     if !c.in_flight && !c.queue.is_empty() && !aborting {

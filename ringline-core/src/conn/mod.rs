@@ -2,6 +2,7 @@
 
 pub(crate) mod connect;
 pub(crate) mod flush;
+pub mod layer;
 pub(crate) mod pool;
 pub(crate) mod recv;
 pub(crate) mod send;
@@ -15,6 +16,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 pub use connect::{ConnectFuture, OwnedConn, connect, connect_with_timeout};
+#[cfg(feature = "tls")]
+pub use layer::TlsInfo;
+pub use layer::{LayerFactory, LayerMaker, StreamLayer, connect_layered};
 pub use recv::{Recv, WithBytes, WithData};
 pub use send::{Flush, MAX_GUARDS, SendBuilder, SendFuture};
 #[cfg(feature = "futures-io")]
@@ -132,7 +136,7 @@ impl ConnCtx {
         self.with(|_, c| c.acc.len()).unwrap_or(0)
     }
 
-    /// Bytes queued and not yet acknowledged.
+    /// Bytes queued and not yet acknowledged (wire bytes, records included, on a TLS connection).
     pub fn queued_len(&self) -> usize {
         self.with(|_, c| c.queued).unwrap_or(0)
     }
@@ -159,7 +163,7 @@ impl ConnCtx {
 
     /// True when a TLS peer closed without close_notify; always false for plain TCP.
     pub fn eof_truncated(&self) -> bool {
-        false
+        self.with(|_, c| layer::truncated(c)).unwrap_or(false)
     }
 
     /// Closes gracefully after every queued byte was written (bounded by `close_linger`).

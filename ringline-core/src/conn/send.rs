@@ -23,7 +23,7 @@ use crate::runtime::core::Core;
 pub const MAX_GUARDS: usize = 16;
 
 /// One piece of a logical send.
-enum Piece<'a> {
+pub(super) enum Piece<'a> {
     Copy(&'a [u8]),
     Guard(GuardBox),
 }
@@ -33,6 +33,14 @@ impl Piece<'_> {
         match self {
             Piece::Copy(d) => d.len(),
             Piece::Guard(g) => g.len(),
+        }
+    }
+
+    /// The bytes of the piece.
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Copy(d) => d,
+            Piece::Guard(g) => g.bytes(),
         }
     }
 }
@@ -80,6 +88,9 @@ fn copy_in(c: &mut Conn, pool: &mut SendPool, mut data: &[u8], allow_heap: bool)
 
 /// Commits every piece; returns the stream offset after its last byte.
 fn commit<'p>(core: &Core, c: &mut Conn, pieces: impl IntoIterator<Item = Piece<'p>>) -> u64 {
+    if c.layer.is_some() {
+        return super::layer::commit(core, c, pieces);
+    }
     let mut pool = core.pool.borrow_mut();
     let threshold = core.cfg.zero_copy_threshold();
     let mut heap = 0;

@@ -107,6 +107,8 @@ pub(crate) struct Conn {
     /// Last time the handler consumed input or a send made progress; `Some` only with
     /// `idle_timeout` configured.
     pub(crate) last_progress: Option<std::time::Instant>,
+    /// The stream layer (TLS) of this connection; `None` for plain TCP.
+    pub(crate) layer: Option<Box<super::layer::LayerState>>,
 }
 
 impl Conn {
@@ -142,6 +144,7 @@ impl Conn {
             connect_waiter: None,
             dirty: false,
             last_progress: None,
+            layer: None,
         }
     }
 

@@ -22,6 +22,8 @@ pub(crate) enum ConnDeadline {
     Connect,
     Linger,
     Idle,
+    /// `tls_handshake_timeout` of a layered connection.
+    Handshake,
 }
 
 /// All connection slots of one worker.
@@ -35,6 +37,8 @@ pub(crate) struct ConnTable {
     pub(crate) stale: u64,
     /// Emptied part lists of finished writes, reused for the next ones.
     pub(crate) spare_parts: Vec<Vec<SendPart>>,
+    /// Handshake results and errors of layered connections, for the worker to act on.
+    pub(crate) layer_events: Vec<(ConnKey, crate::conn::layer::LayerEvent)>,
 }
 
 impl ConnTable {
@@ -48,6 +52,7 @@ impl ConnTable {
             deadlines: BinaryHeap::new(),
             stale: 0,
             spare_parts: Vec::new(),
+            layer_events: Vec::new(),
         }
     }
 
@@ -144,6 +149,9 @@ impl ConnTable {
         if c.read_end.is_some() {
             return 0;
         }
+        if c.layer.is_some() {
+            return self.on_recv_layered(key, data);
+        }
         c.acc.extend_from_slice(data);
         c.wake_readers();
         self.mark_dirty(key);
@@ -157,6 +165,7 @@ impl ConnTable {
             return;
         };
         c.recv_active = false;
+        let event = if c.layer.is_some() { crate::conn::layer::on_recv_end(c, &result) } else { None };
         if c.read_end.is_none() {
             c.read_end = Some(match result {
                 Ok(()) => ReadEnd::Eof,
@@ -174,6 +183,9 @@ impl ConnTable {
         }
         c.wake_readers();
         self.mark_dirty(key);
+        if let Some(ev) = event {
+            self.layer_events.push((key, ev));
+        }
     }
 
     /// A send finished: advance the acknowledged offset or fail the write side.
@@ -233,7 +245,8 @@ impl ConnTable {
             Ok(local) if c.phase == Phase::Connecting => {
                 c.phase = Phase::Open;
                 c.local = Some(local);
-                if matches!(c.connect, ConnectResult::Pending) {
+                // A layered connection resolves after its handshake (`layer::on_event`).
+                if matches!(c.connect, ConnectResult::Pending) && c.layer.is_none() {
                     c.connect = ConnectResult::Done(Ok(()));
                 }
             }

@@ -21,6 +21,8 @@ pub(crate) enum InboxMsg {
     Wake(TaskId),
     /// The acceptor hands over a connection.
     Accept(TcpStream),
+    /// The acceptor hands over a connection that runs a stream layer (TLS) first.
+    AcceptLayered(TcpStream, crate::conn::LayerFactory),
     /// Spawn a task built by the closure.
     Spawn(RemoteSpawn),
 }

@@ -70,6 +70,19 @@ impl WorkerHandle {
         self.shared.try_hand_off(stream)
     }
 
+    /// Like [`WorkerHandle::hand_off`], for a connection that runs a stream layer (TLS) first:
+    /// the worker builds the layer with `layer` and calls `on_accept` after its handshake.
+    ///
+    /// # Errors
+    /// The stream, unchanged.
+    pub fn hand_off_layered(
+        &self,
+        stream: std::net::TcpStream,
+        layer: crate::conn::LayerFactory,
+    ) -> Result<(), std::net::TcpStream> {
+        self.shared.try_hand_off_with(stream, Some(layer))
+    }
+
     /// True while the worker's loop runs.
     pub fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::Acquire)

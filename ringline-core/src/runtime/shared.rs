@@ -29,6 +29,15 @@ impl WorkerShared {
     /// Hands an accepted stream to this worker; gives it back when the queue is full or the
     /// worker is gone.
     pub(crate) fn try_hand_off(&self, stream: std::net::TcpStream) -> Result<(), std::net::TcpStream> {
+        self.try_hand_off_with(stream, None)
+    }
+
+    /// [`WorkerShared::try_hand_off`], with the stream layer the connection runs first, if any.
+    pub(crate) fn try_hand_off_with(
+        &self,
+        stream: std::net::TcpStream,
+        layer: Option<crate::conn::LayerFactory>,
+    ) -> Result<(), std::net::TcpStream> {
         if !self.alive.load(Ordering::Acquire) {
             return Err(stream);
         }
@@ -37,7 +46,10 @@ impl WorkerShared {
             self.pending_accepts.fetch_sub(1, Ordering::AcqRel);
             return Err(stream);
         }
-        self.inbox.push(InboxMsg::Accept(stream));
+        self.inbox.push(match layer {
+            None => InboxMsg::Accept(stream),
+            Some(f) => InboxMsg::AcceptLayered(stream, f),
+        });
         Ok(())
     }
 }

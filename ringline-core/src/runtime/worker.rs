@@ -199,6 +199,20 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             self.retry_pending();
             self.apply_nodelay();
             self.fire_due();
+            self.layer_events();
+        }
+    }
+
+    /// Acts on handshake results of layered (TLS) connections; `on_accept` for completed ones.
+    fn layer_events(&mut self) {
+        if self.core.conns.borrow().layer_events.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.core.conns.borrow_mut().layer_events);
+        for (key, event) in events {
+            if crate::conn::layer::on_event(&self.core, key, event) {
+                self.start_conn_task(key);
+            }
         }
     }
 
@@ -209,7 +223,11 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
                 InboxMsg::Wake(id) => self.ready.push_back(id),
                 InboxMsg::Accept(stream) => {
                     self.core.shared.pending_accepts.fetch_sub(1, Ordering::AcqRel);
-                    self.adopt(stream);
+                    self.adopt(stream, None);
+                }
+                InboxMsg::AcceptLayered(stream, layer) => {
+                    self.core.shared.pending_accepts.fetch_sub(1, Ordering::AcqRel);
+                    self.adopt(stream, Some(layer));
                 }
                 InboxMsg::Spawn(f) => {
                     let spawned = catch_unwind(AssertUnwindSafe(f)).map(|fut| self.core.spawn(fut));
@@ -222,7 +240,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         }
     }
 
-    fn adopt(&mut self, stream: std::net::TcpStream) {
+    fn adopt(&mut self, stream: std::net::TcpStream, layer: Option<crate::conn::LayerFactory>) {
         let core = &self.core;
         if core.shutting_down.get() {
             // Handed over but not yet adopted when shutdown began: closed and counted.
@@ -246,6 +264,17 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         };
         core.outbox.borrow_mut().push(Op::Adopt { conn: key, stream });
         WorkerCounters::add(&core.counters().connections_accepted, 1);
+        if let Some(factory) = layer {
+            // `on_accept` runs after the handshake (`layer_events`).
+            crate::conn::layer::adopt_layered(core, key, &factory);
+            return;
+        }
+        self.start_conn_task(key);
+    }
+
+    /// Calls `on_accept` for an adopted connection and spawns its task.
+    fn start_conn_task(&mut self, key: crate::driver::ConnKey) {
+        let core = &self.core;
         let ctx = ConnCtx::new(core, key);
         match catch_unwind(AssertUnwindSafe(|| self.handler.on_accept(ctx))) {
             Ok(fut) => {
@@ -279,6 +308,8 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
                     c.wake_readers();
                 }
             }
+            drop(conns);
+            crate::conn::layer::on_shutdown(&self.core);
         }
     }
 
@@ -306,6 +337,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         let mut report = FlushReport::default();
         core.conns.borrow_mut().flush(core.cfg.recv_accumulator_limit(), ops, &mut report);
         WorkerCounters::add(&core.counters().recv_paused, report.paused);
+        WorkerCounters::add(&core.counters().connections_closed, report.silent);
         for op in ops.drain(..) {
             self.submit(op);
         }
@@ -409,6 +441,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             match kind {
                 ConnDeadline::Connect => connect_deadline(&self.core, key),
                 ConnDeadline::Idle => crate::conn::idle_deadline(&self.core, key, now),
+                ConnDeadline::Handshake => crate::conn::layer::handshake_deadline(&self.core, key),
                 ConnDeadline::Linger => {
                     // Only the current deadline counts; it ends a close not yet submitted or a FIN
                     // still behind queued bytes.
