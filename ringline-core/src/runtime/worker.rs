@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -80,16 +80,12 @@ fn run_worker_inner<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<
             return Err(e);
         }
     };
-    let shared = Arc::new(WorkerShared {
-        worker: p.worker,
-        backend: Backend::from_driver_name(D::NAME),
-        inbox: Arc::new(Inbox::new(Box::new(driver.unparker()))),
-        counters: WorkerCounters::default(),
-        alive: std::sync::atomic::AtomicBool::new(true),
-        notify_pending: std::sync::atomic::AtomicBool::new(false),
-        pending_accepts: AtomicUsize::new(0),
-        accept_capacity: p.cfg.accept_queue(),
-    });
+    let shared = Arc::new(WorkerShared::new(
+        p.worker,
+        Backend::from_driver_name(D::NAME),
+        Arc::new(Inbox::new(Box::new(driver.unparker()))),
+        p.cfg.accept_queue(),
+    ));
     let core = Rc::new(Core {
         uid: NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed),
         worker: p.worker,
@@ -222,11 +218,11 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             match msg {
                 InboxMsg::Wake(id) => self.ready.push_back(id),
                 InboxMsg::Accept(stream) => {
-                    self.core.shared.pending_accepts.fetch_sub(1, Ordering::AcqRel);
+                    self.core.shared.accept_taken();
                     self.adopt(stream, None);
                 }
                 InboxMsg::AcceptLayered(stream, layer) => {
-                    self.core.shared.pending_accepts.fetch_sub(1, Ordering::AcqRel);
+                    self.core.shared.accept_taken();
                     self.adopt(stream, Some(layer));
                 }
                 InboxMsg::Spawn(f) => {
