@@ -75,3 +75,42 @@ mod tests {
         assert_eq!(decode(0xFF << 56).0, None);
     }
 }
+
+/// Property tests: the encoding is a bijection between (known kind, 56-bit key) and `user_data`.
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every kind `from_u8` knows, found by trying all tags, so a new kind is covered unnamed.
+    fn kind() -> impl Strategy<Value = Kind> {
+        let known: Vec<Kind> = (0..=u8::MAX).filter_map(Kind::from_u8).collect();
+        proptest::sample::select(known)
+    }
+
+    fn key() -> impl Strategy<Value = ConnKey> {
+        (0u32..1 << 24, any::<u32>()).prop_map(|(index, generation)| ConnKey { index, generation })
+    }
+
+    proptest! {
+        #[test]
+        fn decode_inverts_encode(k in kind(), key in key()) {
+            prop_assert_eq!(decode(encode(k, key)), (Some(k), key));
+        }
+
+        #[test]
+        fn distinct_pairs_never_share_a_tag(a in (kind(), key()), b in (kind(), key())) {
+            prop_assume!(a != b);
+            prop_assert_ne!(encode(a.0, a.1), encode(b.0, b.1));
+        }
+
+        #[test]
+        fn any_tag_with_a_known_kind_re_encodes_to_itself(k in kind(), low in any::<u64>()) {
+            let raw = (u64::from(k as u8) << 56) | (low & KEY_MASK);
+            let (decoded, key) = decode(raw);
+            prop_assert_eq!(decoded, Some(k));
+            prop_assert_eq!(encode(k, key), raw);
+        }
+    }
+}
