@@ -177,6 +177,15 @@ impl RinglineBuilder {
                 .map_err(|e| Error::WorkerSetup { worker: 0, reason: format!("acceptor thread: {e}") })?;
             acceptors.lock().unwrap_or_else(|e| e.into_inner()).push(t);
         }
+        if runtime.is_shutting_down() {
+            // Shutdown began during launch (e.g. from `on_start`). Workers join the acceptors they
+            // find as they exit, but one that exited before an acceptor was listed missed it; the
+            // shutdown hook already woke that acceptor, so join whatever is still listed here.
+            let late = std::mem::take(&mut *acceptors.lock().unwrap_or_else(|e| e.into_inner()));
+            for a in late {
+                let _ = a.join();
+            }
+        }
         addrs.extend_from_slice(&udp_addrs);
         runtime.set_local_addrs(addrs.clone());
         tracing::info!(backend = D::NAME, workers, ?addrs, "ringline launched");

@@ -150,3 +150,50 @@ fn relaunching_on_the_same_port_works_every_time() {
     assert!(settle(5, || fd_count() <= fds), "fds grew: {} vs {fds}", fd_count());
     assert!(settle(5, || thread_count() <= threads), "threads grew: {} vs {threads}", thread_count());
 }
+
+/// Asks for shutdown from `on_start`, racing the launch's listener and acceptor setup.
+struct StopsAtStart;
+
+impl ringline::AsyncEventHandler for StopsAtStart {
+    fn create_for_worker(_worker: usize) -> Self {
+        StopsAtStart
+    }
+    fn on_start(&self) -> impl Future<Output = ()> + 'static {
+        async {
+            ringline::request_shutdown().expect("on_start runs on a worker");
+        }
+    }
+    fn on_accept(&self, conn: ringline::ConnCtx) -> impl Future<Output = ()> + 'static {
+        common::echo_loop(conn)
+    }
+}
+
+/// A shutdown that begins while launch still binds listeners and starts acceptors: every
+/// acceptor is woken and joined (a lost wake-up hook left one blocked in `accept` forever), and
+/// threads and descriptors return to the baseline.
+#[test]
+fn shutdown_requested_during_launch_ends_every_thread() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("shutdown_requested_during_launch_ends_every_thread", 120);
+    let fds = fd_count();
+    let threads = thread_count();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    for round in 0..20 {
+        let (shutdown, handles) = ringline::RinglineBuilder::new(config().build().unwrap())
+            .bind(any)
+            .bind(any)
+            .launch::<StopsAtStart>()
+            .expect("launch");
+        for h in handles {
+            h.join().expect("worker thread").expect("worker result");
+        }
+        assert!(shutdown.is_shutting_down(), "round {round}: on_start's request did not register");
+        assert!(
+            settle(10, || thread_count() <= threads),
+            "round {round}: threads {:?} vs baseline {threads} on {}",
+            common::thread_names(),
+            backend_label()
+        );
+    }
+    assert!(settle(5, || fd_count() <= fds), "fds {} vs {fds} on {}", fd_count(), backend_label());
+}
