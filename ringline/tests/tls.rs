@@ -805,6 +805,8 @@ fn idle_timeout_during_the_handshake_releases_the_slot() {
         "slot kept after an idle handshake on {}",
         backend_label()
     );
+    // The handler never saw it: a handshake failure like any other (API 14).
+    assert!(settle(5, || server.handshake_failures() == 1), "idle handshake not counted as a failure");
     server.stop();
 }
 

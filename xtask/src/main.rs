@@ -12,6 +12,7 @@ mod lint;
 mod loom;
 mod manifest;
 mod micro;
+mod parity;
 mod server;
 mod soak;
 mod test;

@@ -6,7 +6,7 @@ pub mod framed;
 pub mod skip;
 
 #[allow(unused_imports)]
-pub use skip::record_skip;
+pub use skip::{record_run, record_skip};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
