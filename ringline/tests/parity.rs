@@ -37,7 +37,8 @@ fn parity_suite_both_backends() {
         Some("uring") => assert_eq!(running, Backend::Uring, "forced uring"),
         _ => assert!(ringline::COMPILED_BACKENDS.contains(&running)),
     }
-    assert!(server.shutdown.metrics().workers.iter().all(|w| w.backend == Some(running)));
+    let workers = server.shutdown.metrics().workers;
+    assert!(workers.iter().all(|w| w.backend == Some(running)), "{workers:?} on {}", backend_label());
     server.stop();
 }
 
