@@ -128,12 +128,7 @@ fn parity_failures(outcomes: &[Outcome], expected: &[parity::ExpectedSkip]) -> V
 fn configurations(root: &Path) -> StepResult<Vec<Configuration>> {
     let core_testing =
         manifest::has_feature(&manifest::read(&root.join("ringline-core/Cargo.toml"))?, "testing");
-    let facade_manifest = manifest::read(&root.join("ringline/Cargo.toml"))?;
-    // Optional facade features whose tests run in every backend configuration.
-    let extras: Vec<&'static str> = ["testing", "futures-io", "tls"]
-        .into_iter()
-        .filter(|f| manifest::has_feature(&facade_manifest, f))
-        .collect();
+    let extras = facade_extras(root)?;
     let mut workspace = vec!["--workspace", "--exclude", "ringline"];
     if core_testing {
         workspace.extend(["--features", "ringline-core/testing"]);
@@ -152,6 +147,15 @@ fn configurations(root: &Path) -> StepResult<Vec<Configuration>> {
         facade(Some("uring,mio"), Some("uring")),
         facade(Some("uring,mio"), Some("mio")),
     ])
+}
+
+/// Optional facade features whose tests run in every backend configuration (those it declares).
+pub(crate) fn facade_extras(root: &Path) -> StepResult<Vec<&'static str>> {
+    let facade_manifest = manifest::read(&root.join("ringline/Cargo.toml"))?;
+    Ok(["testing", "futures-io", "tls"]
+        .into_iter()
+        .filter(|f| manifest::has_feature(&facade_manifest, f))
+        .collect())
 }
 
 /// A facade run: `-p ringline` with exactly `features`, or its default features for `None`.
