@@ -169,13 +169,12 @@ fn slowloris_idle_and_handshake() {
     round_trip(&mut canary, b"hello\n");
 
     let tricklers = scaled(TRICKLERS);
-    let mut peers: Vec<Peer> = (0..tricklers).map(|_| Peer::new(server.plain, b"x", true)).collect();
+    let peers: Vec<Peer> = (0..tricklers).map(|_| Peer::new(server.plain, b"x", true)).collect();
     #[cfg(feature = "tls")]
-    let stalled_tls = {
-        let hello = tls::client_hello();
-        let n = scaled(STALLED_TLS);
+    let (peers, stalled_tls) = {
+        let (mut peers, hello, n) = (peers, tls::client_hello(), scaled(STALLED_TLS));
         peers.extend((0..n).map(|_| Peer::new(server.tls, &hello[..hello.len() / 2], false)));
-        n
+        (peers, n)
     };
     let watcher = std::thread::spawn(move || watch(peers));
     // The canary makes progress every 100 ms, ten times inside the idle timeout, until every slow
