@@ -32,6 +32,9 @@ struct Configuration {
     backend: Option<&'static str>,
     /// The backend a facade run must report; `None` for the workspace run.
     expect: Option<&'static str>,
+    /// Facade runs of one group must run the same tests: the single-backend builds, or the runs
+    /// of the build of both backends (a few tests exist only where both backends are built).
+    group: &'static str,
 }
 
 /// What one configuration did.
@@ -50,6 +53,8 @@ struct Outcome {
     runs: Vec<String>,
     /// The backend it had to run on, for facade runs.
     expect: Option<&'static str>,
+    /// Its parity group.
+    group: &'static str,
 }
 
 /// Runs every configuration, prints the summary, and fails if any configuration failed.
@@ -117,9 +122,14 @@ fn parity_failures(outcomes: &[Outcome], expected: &[parity::ExpectedSkip]) -> V
             }
         }
     }
-    let runs: Vec<(&str, &Tests)> = facade.iter().map(|o| (o.name.as_str(), &o.tests)).collect();
-    for (name, missing) in parity::missing_tests(&runs) {
-        failures.push(format!("`{name}` lacks tests other facade runs have: {}", missing.join(", ")));
+    let mut groups: Vec<&str> = facade.iter().map(|o| o.group).collect();
+    groups.dedup();
+    for group in groups {
+        let runs: Vec<(&str, &Tests)> =
+            facade.iter().filter(|o| o.group == group).map(|o| (o.name.as_str(), &o.tests)).collect();
+        for (name, missing) in parity::missing_tests(&runs) {
+            failures.push(format!("`{name}` lacks tests other {group} have: {}", missing.join(", ")));
+        }
     }
     failures
 }
@@ -139,6 +149,7 @@ fn configurations(root: &Path) -> StepResult<Vec<Configuration>> {
         args: strings(&workspace),
         backend: None,
         expect: None,
+        group: "",
     };
     Ok(vec![
         workspace,
@@ -176,7 +187,8 @@ fn facade_configuration(
     let label = features.unwrap_or("default: uring");
     // A single-backend build runs on its backend; a build of both on the forced one.
     let expect = backend.or(if features == Some("mio") { Some("mio") } else { Some("uring") });
-    Configuration { name: format!("ringline [{label}]{forced}"), args, backend, expect }
+    let group = if backend.is_some() { "runs of the uring+mio build" } else { "single-backend builds" };
+    Configuration { name: format!("ringline [{label}]{forced}"), args, backend, expect, group }
 }
 
 /// Runs one configuration, timing it and collecting the skips its tests recorded.
@@ -210,6 +222,7 @@ fn run_one(root: &Path, config: &Configuration, files: &Records) -> Outcome {
         tests,
         runs,
         expect: config.expect,
+        group: config.group,
     }
 }
 
@@ -291,6 +304,10 @@ mod tests {
         assert!(runs[3].0.starts_with("-p ringline --no-default-features --features uring,mio"));
         assert_eq!((runs[3].1, runs[4].1), (Some("uring"), Some("mio")));
         assert_eq!(runs[3].0, runs[4].0);
+        let groups: Vec<&str> = configs.iter().map(|c| c.group).collect();
+        assert!(groups[1] == groups[2] && groups[3] == groups[4] && groups[1] != groups[3], "{groups:?}");
+        let expect: Vec<_> = configs.iter().map(|c| c.expect).collect();
+        assert_eq!(expect, [None, Some("uring"), Some("mio"), Some("uring"), Some("mio")]);
     }
 
     #[test]
