@@ -297,7 +297,9 @@ fn firehose_does_not_starve_request_response() {
                 worst = worst.max(t.elapsed());
             }
             done.store(true, Ordering::Relaxed);
-            worst
+            // Hand the socket back instead of closing it here: a close racing the worker loop's
+            // last park would show up as an unexpected end of stream on `rr`.
+            (worst, rr_peer)
         })
     };
 
@@ -325,16 +327,19 @@ fn firehose_does_not_starve_request_response() {
             sending = true;
         }
     }
-    let worst = client.join().unwrap();
+    let (worst, rr_peer) = client.join().unwrap();
     assert!(!firehose.is_finished(), "the firehose stopped before request/response finished");
     stop.store(true, Ordering::Relaxed);
     for k in [hose, rr] {
         d.submit(Op::Close { conn: k, abort: true }).unwrap();
     }
     park_until(&mut d, &mut s, T, |s| s.closed(hose) == 1 && s.closed(rr) == 1);
+    // The peer ends only after our side of `rr` is closed.
+    drop(rr_peer);
     firehose.join().unwrap();
     assert!(hose_bytes > 16 << 20, "firehose barely served: {hose_bytes} bytes");
-    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
+    // No latency assertion (TESTPLAN: watchdogs, not speed limits): starvation shows as the
+    // client's 5 s read timeout or the loop's 10 s bound above.
     eprintln!("firehose: {hose_bytes} bytes read; worst round trip {worst:?}");
 }
 

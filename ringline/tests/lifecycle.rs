@@ -117,16 +117,18 @@ fn a_failed_worker_setup_rolls_the_launch_back() {
     std::net::TcpListener::bind(port).expect("the port is free after a failed launch");
 }
 
+/// TESTPLAN 32: 50 launch and shutdown cycles on one port taken once from port 0, alternating an
+/// explicit `shutdown()` with dropping the last handle; every third cycle carries no traffic.
 #[test]
-fn relaunching_on_the_same_port_works_every_time() {
+fn relaunch_same_port() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let _w = Watchdog::new("relaunching_on_the_same_port_works_every_time", 90);
+    let _w = Watchdog::new("relaunch_same_port", 120);
     let first = Server::start::<Echo>(config());
     let addr = first.addr;
     first.stop();
     let fds = fd_count();
     let threads = thread_count();
-    for cycle in 0..20 {
+    for cycle in 0..50 {
         let cfg = config().build().unwrap();
         let (shutdown, handles) = ringline::RinglineBuilder::new(cfg)
             .bind(addr)
@@ -196,4 +198,130 @@ fn shutdown_requested_during_launch_ends_every_thread() {
         );
     }
     assert!(settle(5, || fd_count() <= fds), "fds {} vs {fds} on {}", fd_count(), backend_label());
+}
+
+/// A std listener on its own thread that records every accepted connection and closes each one
+/// once it reaches EOF or a reset. It stops by itself when `stop` is set and every accepted
+/// connection has ended (or after a bound).
+struct EofWatcher {
+    addr: std::net::SocketAddr,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ended: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EofWatcher {
+    fn start() -> EofWatcher {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, ended) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, ended, stop) = (accepted.clone(), ended.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut open: Vec<std::net::TcpStream> = Vec::new();
+                let bound = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while !(stop.load(SeqCst) && open.is_empty()) && std::time::Instant::now() < bound {
+                    while let Ok((s, _)) = listener.accept() {
+                        s.set_nonblocking(true).unwrap();
+                        accepted.fetch_add(1, SeqCst);
+                        open.push(s);
+                    }
+                    let mut b = [0u8; 16];
+                    // Every accepted connection must reach EOF (or a reset): no orphan stays open.
+                    open.retain_mut(|s| match s.read(&mut b) {
+                        Ok(0) => false,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                        Ok(_) => true,
+                        Err(_) => false,
+                    } || {
+                        ended.fetch_add(1, SeqCst);
+                        false
+                    });
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        EofWatcher { addr, accepted, ended, stop, thread }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.accepted.load(SeqCst), self.ended.load(SeqCst))
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("listener thread");
+    }
+}
+
+#[test]
+fn cancelled_connect_success_not_leaked() {
+    use common::framed::{Rng, scaled, seed};
+    use ringline::{connect, connect_with_timeout, timeout};
+    use std::time::Duration;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = Watchdog::new("cancelled_connect_success_not_leaked", 120);
+    let seed = seed("cancelled_connect_success_not_leaked");
+    let server = EofWatcher::start();
+    let (shutdown, handles) = common::client_runtime(config());
+    let baseline = fd_count();
+    let (addr, attempts) = (server.addr, scaled(1_000));
+    let outcomes = common::on_worker(&shutdown, move || async move {
+        let mut rng = Rng::new(seed);
+        // (connected, timed out) for `timeout(d, connect)`, then for `connect_with_timeout`.
+        let mut counts = [0u32; 4];
+        for _ in 0..attempts {
+            // Around a loopback connect's own duration (a few µs on io_uring, more on mio), so the
+            // timer and the completion often land in the same turn of the loop.
+            let mut draw = || {
+                let hi = [20, 300][rng.range(0, 1)];
+                Duration::from_micros(rng.range(0, hi) as u64)
+            };
+            let d = draw();
+            match timeout(d, connect(addr)).await {
+                Ok(Ok(conn)) => {
+                    counts[0] += 1;
+                    drop(conn);
+                }
+                Ok(Err(e)) => return Err(format!("connect failed: {e}")),
+                Err(_) => counts[1] += 1,
+            }
+            let d = draw();
+            match connect_with_timeout(addr, d).await {
+                Ok(conn) => {
+                    counts[2] += 1;
+                    drop(conn);
+                }
+                Err(ringline::Error::ConnectTimeout) => counts[3] += 1,
+                Err(e) => return Err(format!("connect_with_timeout failed: {e}")),
+            }
+        }
+        Ok(counts)
+    });
+    let counts = outcomes.unwrap_or_else(|e| panic!("{e} on {}", backend_label()));
+    let settled = settle(20, || {
+        let (accepted, ended) = server.counts();
+        accepted == ended && fd_count() <= baseline && shutdown.metrics().workers[0].connections_open == 0
+    });
+    let (accepted, ended) = server.counts();
+    eprintln!(
+        "cancelled connects on {}: [ok, timed out, ok, timed out] = {counts:?}; accepted {accepted}",
+        backend_label()
+    );
+    assert!(
+        settled,
+        "{} of {accepted} accepted connections never saw EOF; fds {} vs {baseline}; connections_open {} on {}",
+        accepted - ended,
+        fd_count(),
+        shutdown.metrics().workers[0].connections_open,
+        backend_label()
+    );
+    common::stop(shutdown, handles);
+    server.stop();
 }

@@ -176,3 +176,121 @@ fn a_stale_handle_never_touches_the_slots_next_occupant() {
     drop(second);
     server.stop();
 }
+
+// ---- 29. handle_outlives_connection ----------------------------------------------------------
+
+/// What the stale handles of the first connection got, one line per call.
+static STALE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// Set by `on_accept` of the slot's second occupant; the stale task waits for it.
+static SECOND_OCCUPANT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once the stale task made every call.
+static STALE_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Classifies one stale call: `ok` when it is one of the outcomes TESTPLAN 29 allows.
+fn stale(call: &str, allowed: bool, what: String) {
+    let verdict = if allowed { "ok" } else { "WRONG" };
+    STALE.lock().unwrap().push(format!("{verdict} {call}: {what}"));
+}
+
+/// Every call through the old `ConnCtx` (and `ConnStream`) once the slot has a new occupant.
+async fn use_stale_handles(old: ConnCtx, #[cfg(feature = "futures-io")] old_stream: ringline::ConnStream) {
+    use ringline::timeout;
+    let bound = Duration::from_secs(5);
+    let mut waited = 0;
+    while !SECOND_OCCUPANT.load(std::sync::atomic::Ordering::SeqCst) && waited < 1_000 {
+        sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let r = old.send_nowait(b"ghost");
+    stale("send_nowait", matches!(r, Err(Error::InvalidConnection | Error::Closed)), format!("{r:?}"));
+    let r = timeout(bound, old.send(b"ghost")).await;
+    stale("send", matches!(r, Ok(Err(Error::InvalidConnection | Error::Closed))), format!("{r:?}"));
+    let r = timeout(bound, old.recv()).await.map(|r| r.map(|b| b.len()));
+    stale("recv", matches!(r, Ok(Ok(0) | Err(Error::InvalidConnection))), format!("{r:?}"));
+    let r = timeout(bound, old.with_data(|d| ringline::ParseResult::Consumed(d.len()))).await;
+    stale("with_data", matches!(r, Ok(Ok(0) | Err(Error::InvalidConnection))), format!("{r:?}"));
+    #[cfg(feature = "futures-io")]
+    {
+        use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = old_stream;
+        let mut b = [0u8; 16];
+        let r = timeout(bound, s.read(&mut b)).await.map(|r| r.map_err(|e| e.kind()));
+        let ok = matches!(r, Ok(Ok(0) | Err(std::io::ErrorKind::NotConnected)));
+        stale("ConnStream::read", ok, format!("{r:?}"));
+        let r = timeout(bound, s.write_all(b"ghost")).await.map(|r| r.map_err(|e| e.kind()));
+        stale(
+            "ConnStream::write_all",
+            matches!(r, Ok(Err(std::io::ErrorKind::NotConnected))),
+            format!("{r:?}"),
+        );
+    }
+    STALE_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The slot's first occupant leaves a task holding its handles; every occupant echoes.
+struct Outliver;
+
+impl AsyncEventHandler for Outliver {
+    fn create_for_worker(_worker: usize) -> Self {
+        Outliver
+    }
+    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+        async move {
+            if conn.token().generation == 0 {
+                #[cfg(feature = "futures-io")]
+                let _ = spawn(use_stale_handles(conn, conn.stream()));
+                #[cfg(not(feature = "futures-io"))]
+                let _ = spawn(use_stale_handles(conn));
+            } else {
+                SECOND_OCCUPANT.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            common::echo_loop(conn).await;
+        }
+    }
+}
+
+#[test]
+fn handle_outlives_connection() {
+    use common::framed::{self, Rng};
+    use std::sync::atomic::Ordering::SeqCst;
+    let _w = Watchdog::new("handle_outlives_connection", 60);
+    let seed = framed::seed("handle_outlives_connection");
+    let server = Server::start::<Outliver>(config().workers(1).max_connections(1));
+    let mut first = client(server.addr);
+    round_trip(&mut first, b"first");
+    drop(first);
+    let open = || server.shutdown.metrics().workers[0].connections_open;
+    assert!(settle(5, || open() == 0), "first connection not released on {}", backend_label());
+    // The new occupant's framed stream, message by message, while the stale task runs and after.
+    let mut second = client(server.addr);
+    let mut rng = Rng::new(seed);
+    let mut after_done = 0;
+    for seq in 0..2_000u32 {
+        let msg = framed::frame(2, seq, rng.range(0, 20_000));
+        round_trip(&mut second, &msg);
+        if STALE_DONE.load(SeqCst) {
+            after_done += 1;
+            if after_done == 20 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(STALE_DONE.load(SeqCst), "the stale task never finished on {}", backend_label());
+    let seen = STALE.lock().unwrap().clone();
+    eprintln!("handle_outlives_connection on {}: {seen:?}", backend_label());
+    assert!(
+        seen.iter().all(|l| l.starts_with("ok ")),
+        "stale handle outcomes on {}: {seen:#?}",
+        backend_label()
+    );
+    assert_eq!(seen.len(), if cfg!(feature = "futures-io") { 6 } else { 4 }, "{seen:?}");
+    second.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut b = [0u8; 16];
+    assert!(second.read(&mut b).is_err(), "ghost bytes reached the new occupant on {}", backend_label());
+    round_trip(&mut second, b"still open");
+    let m = &server.shutdown.metrics().workers[0];
+    assert_eq!((m.connections_open, m.connections_closed), (1, 1), "the old handle closed the new occupant?");
+    drop(second);
+    server.stop();
+}

@@ -46,6 +46,11 @@ fn expected() -> Vec<u8> {
     v
 }
 
+/// Set once the handler looked at the guards while the send was pending; the client reads only
+/// then. (A fixed pause was not enough: on a loaded machine building the two 4 MiB guards in a
+/// debug build can take longer than the pause, and the client then drained the send first.)
+static PROBED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 struct Gather;
 
 impl AsyncEventHandler for Gather {
@@ -70,7 +75,9 @@ impl AsyncEventHandler for Gather {
                 async move {
                     // The peer is not reading yet: 8 MiB cannot have been acknowledged.
                     sleep(Duration::from_millis(150)).await;
-                    drops.get()
+                    let pending = drops.get();
+                    PROBED.store(true, std::sync::atomic::Ordering::SeqCst);
+                    pending
                 }
             };
             let (result, pending_drops) = join(send, probe).await;
@@ -86,7 +93,12 @@ fn a_gathered_send_of_copies_and_guards_arrives_in_order_and_holds_its_guards() 
         config().workers(1).zero_copy_threshold(4096).socket_buffers(Some(64 * 1024), None),
     );
     let mut c = client(server.addr);
-    std::thread::sleep(Duration::from_millis(400));
+    // Lock the client's receive buffer small: with autotuning up to `tcp_rmem`'s maximum (32 MiB
+    // on some machines) the kernel could absorb all 8 MiB unread, and the guards would rightly go
+    // early (mio releases them once the kernel holds their bytes).
+    set_rcvbuf(&c, 64 * 1024);
+    let probed = common::settle(30, || PROBED.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(probed, "the handler never probed its guards on {}", backend_label());
     let mut all = Vec::new();
     c.read_to_end(&mut all).unwrap();
     let want = expected();
@@ -98,4 +110,20 @@ fn a_gathered_send_of_copies_and_guards_arrives_in_order_and_holds_its_guards() 
     assert_eq!(pending, 0, "a guard was dropped before its bytes were acknowledged on {}", backend_label());
     assert_eq!(after, 2, "each guard is dropped exactly once, before the send resolves");
     server.stop();
+}
+
+/// `SO_RCVBUF` on `s` (which also stops the kernel from growing it).
+fn set_rcvbuf(s: &std::net::TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `bytes` outlives the call, its size is passed, and `s` keeps the fd open.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "setsockopt(SO_RCVBUF): {}", std::io::Error::last_os_error());
 }

@@ -46,6 +46,32 @@ impl Cargo {
         if status.success() { Ok(()) } else { Err(format!("`{}` failed ({status})", self.shown)) }
     }
 
+    /// Echoes and runs the command, printing its stdout line by line as it comes and also
+    /// returning it; stderr goes to the terminal. The text is returned whether or not it passed.
+    pub(crate) fn tee(mut self) -> (StepResult, String) {
+        use std::io::BufRead;
+        println!("$ {}", self.shown);
+        let child = self.command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => return (Err(format!("`{}` did not start: {e}", self.shown)), String::new()),
+        };
+        let mut text = String::new();
+        if let Some(out) = child.stdout.take() {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                println!("{line}");
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        let result = match child.wait() {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!("`{}` failed ({status})", self.shown)),
+            Err(e) => Err(format!("`{}`: {e}", self.shown)),
+        };
+        (result, text)
+    }
+
     /// Echoes and runs the command, returning its stdout; stderr goes to the terminal.
     pub(crate) fn stdout(mut self) -> StepResult<String> {
         println!("$ {}", self.shown);

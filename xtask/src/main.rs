@@ -12,8 +12,10 @@ mod lint;
 mod loom;
 mod manifest;
 mod micro;
+mod parity;
 mod server;
 mod soak;
+mod stress;
 mod test;
 mod tidy;
 
@@ -25,7 +27,8 @@ const USAGE: &str = "\
 usage: cargo xtask <subcommand>
 
 subcommands:
-  ci                          lint, check-core, tidy, test, loom, examples, 5 s soak (what .ci/run runs)
+  ci                          lint, check-core, tidy, test, stress (1 iteration), loom, examples, 5 s soak
+                              (what .ci/run runs)
   test                        workspace tests, then the facade suite on every backend configuration
   lint                        rustfmt check, clippy -D warnings per configuration, rustdoc -D warnings
   check-core [--tree-file F]  fail if io-uring, mio or libc is in ringline-core's normal tree
@@ -36,6 +39,9 @@ subcommands:
   examples                    http_hello under wrk, resp_server under redis-benchmark, udp_echo, per backend
   soak [--secs N] [--backend uring|mio|both]
                               mixed load for N s (default 60) per backend, then fail on fd/thread growth
+  stress [--iterations N] [--test file::name]... [--backend uring|mio|both] [--seed S]
+                              rerun timing-sensitive tests (default: TESTPLAN 1, 3, 27, 29) N times (20)
+                              per backend, serial and parallel; stop at the first failure with its seed
 ";
 
 /// Entry point: `cargo xtask <subcommand> [args]`.
@@ -66,6 +72,10 @@ fn main() -> ExitCode {
         },
         ("soak", args) => match soak::parse_args(args) {
             Ok(options) => soak::run(&root, &options),
+            Err(message) => return usage_error(&message),
+        },
+        ("stress", args) => match stress::parse_args(args) {
+            Ok(options) => stress::run(&root, &options),
             Err(message) => return usage_error(&message),
         },
         ("help" | "-h" | "--help", []) => {

@@ -283,6 +283,16 @@ pub(crate) fn idle_deadline(core: &Core, key: ConnKey, now: Instant) {
         conns.add_deadline(key, next, table::ConnDeadline::Idle);
         return;
     }
+    if layer::handshaking(c) {
+        // Found by TESTPLAN 9 (slowloris_idle_and_handshake): a peer idling in its TLS handshake
+        // was aborted here and never counted in `tls_handshake_failures`, although API 14 counts
+        // every failed handshake there. Close it the way a handshake timeout does (the handler
+        // never saw it); it still counts as an idle timeout too.
+        drop(conns);
+        crate::metrics::WorkerCounters::add(&core.counters().idle_timeouts, 1);
+        layer::handshake_failed(core, key, Error::IdleTimeout);
+        return;
+    }
     c.read_end.get_or_insert(ReadEnd::Failed(Error::IdleTimeout));
     c.set_reason(CloseReason::IdleTimeout);
     c.wake_readers();

@@ -6,7 +6,7 @@ pub mod framed;
 pub mod skip;
 
 #[allow(unused_imports)]
-pub use skip::record_skip;
+pub use skip::{record_run, record_skip};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -273,4 +273,28 @@ pub fn run_child(test: &str) -> std::process::ExitStatus {
     eprintln!("--- child `{test}` stdout ---\n{}", String::from_utf8_lossy(&out.stdout));
     eprintln!("--- child `{test}` stderr ---\n{}", String::from_utf8_lossy(&out.stderr));
     out.status
+}
+
+/// Descriptors of this process that are TCP sockets bound locally to `port` (listeners and the
+/// connections accepted on them). Unlike [`fd_count`] it is unaffected by other tests running in
+/// parallel in the same binary, so a test can compare its own server's fds with a baseline.
+pub fn fds_on_port(port: u16) -> usize {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols.get(1).and_then(|a| a.rsplit(':').next());
+            if local_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port) {
+                if let Some(inode) = cols.get(9) {
+                    inodes.insert(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    let links = std::fs::read_dir("/proc/self/fd").into_iter().flatten().filter_map(Result::ok);
+    links
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| inodes.contains(&target.to_string_lossy().into_owned()))
+        .count()
 }
