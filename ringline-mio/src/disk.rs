@@ -191,6 +191,13 @@ fn run(op: FileOp) -> (io::Result<usize>, Option<FileBuf>, Option<OwnedFd>) {
             // - `fd` is kept open by the `Arc` the operation holds.
             let r =
                 unsafe { libc::pread(fd.as_raw_fd(), s.as_mut_ptr().cast(), s.len(), offset as libc::off_t) };
+            let r = if stream_file(r) {
+                // SAFETY:
+                // - as above; io_uring ignores the offset of non-seekable files, so does this.
+                unsafe { libc::read(fd.as_raw_fd(), s.as_mut_ptr().cast(), s.len()) }
+            } else {
+                r
+            };
             (check(r), Some(buf), None)
         }
         FileOp::Write { fd, buf, offset } => {
@@ -200,6 +207,13 @@ fn run(op: FileOp) -> (io::Result<usize>, Option<FileBuf>, Option<OwnedFd>) {
             // - `fd` is kept open by the `Arc` the operation holds.
             let r =
                 unsafe { libc::pwrite(fd.as_raw_fd(), s.as_ptr().cast(), s.len(), offset as libc::off_t) };
+            let r = if stream_file(r) {
+                // SAFETY:
+                // - as above; io_uring ignores the offset of non-seekable files, so does this.
+                unsafe { libc::write(fd.as_raw_fd(), s.as_ptr().cast(), s.len()) }
+            } else {
+                r
+            };
             (check(r), Some(buf), None)
         }
         FileOp::Sync { fd, data_only } => {
@@ -220,6 +234,11 @@ fn run(op: FileOp) -> (io::Result<usize>, Option<FileBuf>, Option<OwnedFd>) {
             (check(r as isize).map(|_| 0), None, None)
         }
     }
+}
+
+/// True when a positional call failed with `ESPIPE` (a pipe, FIFO or socket).
+fn stream_file(r: isize) -> bool {
+    r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESPIPE)
 }
 
 /// `statx` for the size, or for max(dio_mem_align, dio_offset_align) (0 when not reported).
