@@ -193,11 +193,9 @@ fn a_dropped_read_keeps_its_buffer_until_the_completion() {
         let read = f.read_at(vec![0; 4096], 0);
         let timer = sleep(Duration::from_millis(50));
         let timer_won = matches!(select(Box::pin(read), timer).await, ringline::Either::Right(()));
-        // Keep the file open in a task until the read completed.
-        ringline::spawn(async move {
-            sleep(Duration::from_secs(5)).await;
-            drop(f);
-        })?;
+        // The in-flight read holds its own reference to the descriptor: dropping the file
+        // now must not close the fd under it.
+        drop(f);
         Ok::<bool, Error>(timer_won)
     })
     .unwrap_or_else(|e| panic!("on {}: {e}", backend_label()));
@@ -246,8 +244,10 @@ fn more_operations_than_disk_ops_in_flight_all_complete() {
         f.close().await?;
         Ok::<(), Error>(())
     });
-    let (ops, in_flight) = disk_metrics(&shutdown);
+    let handle = shutdown.clone();
     stop(shutdown, handles);
+    // The worker publishes its counters once more when it stops.
+    let (ops, in_flight) = disk_metrics(&handle);
     let _ = std::fs::remove_file(&path);
     result.unwrap_or_else(|e| panic!("on {}: {e}", backend_label()));
     assert!(ops >= 2 * OPS as u64 + 2, "disk_ops counted every operation: {ops}");
