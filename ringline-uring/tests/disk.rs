@@ -98,3 +98,37 @@ fn nvme_without_the_config_is_answered_not_dropped() {
     park_until(&mut d, &mut sink, Duration::from_secs(5), |s| !s.events.is_empty());
     assert!(matches!(&sink.events[..], [Event::Nvme(_, Err(NvmeError::Io(_)), None)]), "{:?}", sink.events);
 }
+
+#[test]
+fn a_second_operation_on_a_busy_disk_slot_is_answered_without_touching_the_first() {
+    let _w = watchdog("a_second_operation_on_a_busy_disk_slot_is_answered_without_touching_the_first", 30);
+    let mut d = driver(&Config::default());
+    // A FIFO read stays in flight until someone writes.
+    let fifo = temp_file("busy-fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY:
+    // - `c` is a valid NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let rw = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let fd = Arc::new(OwnedFd::from(rw.try_clone().unwrap()));
+    let read = |fd: &Arc<OwnedFd>| FileOp::Read { fd: fd.clone(), buf: FileBuf::Vec(vec![0; 8]), offset: 0 };
+    let mut sink = TestSink::default();
+    d.submit(Op::File { key: dkey(4), op: read(&fd) }).unwrap();
+    d.submit(Op::File { key: dkey(4), op: read(&fd) }).unwrap();
+    park_until(&mut d, &mut sink, Duration::from_secs(5), |s| !s.events.is_empty());
+    assert!(
+        matches!(&sink.events[..], [Event::File(_, Err(std::io::ErrorKind::AlreadyExists), Some(_), None)]),
+        "{:?}",
+        sink.events
+    );
+    use std::io::Write;
+    (&rw).write_all(b"12345678").unwrap();
+    park_until(&mut d, &mut sink, Duration::from_secs(5), |s| s.events.len() == 2);
+    match &sink.events[1] {
+        Event::File(k, Ok(8), Some(FileBuf::Vec(v)), None) => {
+            assert_eq!((*k, &v[..]), (dkey(4), &b"12345678"[..]))
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = std::fs::remove_file(&fifo);
+}

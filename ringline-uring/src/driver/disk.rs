@@ -154,6 +154,15 @@ impl UringDriver {
     }
 
     fn file_submit(&mut self, key: DiskKey, op: FileOp) -> Result<(), SubmitError> {
+        if self.disk.files.contains_key(&key.index) {
+            // The core reuses a disk slot only after its completion; never overwrite (and so
+            // free) state the kernel may still use. Answer instead of dropping.
+            tracing::error!(?key, "File operation for a disk slot still in flight");
+            let (buf, fd) = op.into_parts();
+            let result = Err(io::Error::new(io::ErrorKind::AlreadyExists, "disk slot in use"));
+            self.disk.deferred.push_back(DiskDeferred::File { key, result, buf, fd });
+            return Ok(());
+        }
         if !self.room() {
             return Err(SubmitError::Full(Op::File { key, op }));
         }
@@ -254,6 +263,12 @@ impl UringDriver {
             self.disk.deferred.push_back(DiskDeferred::Nvme { key, result, buf: op.into_buf() });
             return Ok(());
         };
+        if ring.inflight.contains_key(&key.index) {
+            tracing::error!(?key, "NVMe command for a disk slot still in flight");
+            let result = Err(NvmeError::Io(io::Error::new(io::ErrorKind::AlreadyExists, "disk slot in use")));
+            self.disk.deferred.push_back(DiskDeferred::Nvme { key, result, buf: op.into_buf() });
+            return Ok(());
+        }
         if !ring.has_room() {
             return Err(SubmitError::Full(Op::Nvme { key, op }));
         }
