@@ -155,6 +155,18 @@ pub fn spawn_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     BlockingHandle { slot }
 }
 
+/// Runs `job` on the runtime's blocking pool with no handle: for backends (the mio backend's
+/// file I/O), which report the result themselves and wake their worker through its unparker.
+///
+/// # Errors
+/// The job back, unstarted, when called off a worker thread or after the pool shut down.
+pub fn execute(job: Box<dyn FnOnce() + Send>) -> Result<(), Box<dyn FnOnce() + Send>> {
+    match with_core(|core| core.runtime.blocking_pool(core.cfg.blocking_threads()).clone()) {
+        Some(pool) => pool.submit(job),
+        None => Err(job),
+    }
+}
+
 /// Handle of a [`spawn_blocking`] job; a future of `Result<T, Error>`.
 pub struct BlockingHandle<T> {
     slot: Arc<Mutex<Slot<T>>>,

@@ -47,6 +47,14 @@
 //!    submission order per socket** (the core matches results to senders by order); the memory
 //!    of the buffer and the destination address stay untouched until then. [`Op::UdpConnect`]
 //!    sets the socket's default peer; later `UdpSend`s with `peer: None` go there.
+//! 10. **Disk.** Every [`Op::File`] is answered by exactly one [`Completion::File`] and every
+//!     [`Op::Nvme`] by exactly one [`Completion::Nvme`] with the same [`DiskKey`], returning the
+//!     operation's buffer (and, for `FileOp::Open`, the new descriptor). Until then the buffer's
+//!     memory and the descriptor stay untouched by anyone else: the backend holds the buffer (and
+//!     an `Arc` of the descriptor) in its in-flight state. Disk completions are told apart from
+//!     connection and UDP ones by their kind, never by the key's bits alone. A backend without
+//!     NVMe passthrough reports `Capabilities::nvme == false`; the core then never submits
+//!     `Op::Nvme` (it would be answered with an `Unsupported` error).
 
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -54,6 +62,7 @@ use std::time::Duration;
 
 use crate::buf::SendBuf;
 use crate::config::Config;
+pub use crate::disk::{AlignedBuf, DiskKey, FileBuf, FileOp, NvmeError, NvmeOp, OpenFlags};
 use crate::error::Error;
 
 /// A connection slot: index plus generation. Stale keys never reach a newer occupant.
@@ -194,6 +203,20 @@ pub enum Op {
         /// The socket.
         sock: UdpKey,
     },
+    /// A file operation; completes with one `Completion::File` for `key`.
+    File {
+        /// The disk slot the core assigned.
+        key: DiskKey,
+        /// What to do, with its owned buffer and descriptor.
+        op: FileOp,
+    },
+    /// An NVMe passthrough command; completes with one `Completion::Nvme` for `key`.
+    Nvme {
+        /// The disk slot the core assigned.
+        key: DiskKey,
+        /// The command, with its owned buffer and descriptor.
+        op: NvmeOp,
+    },
 }
 
 impl Op {
@@ -213,6 +236,17 @@ impl Op {
             | Op::UdpConnect { sock, .. }
             | Op::UdpSend { sock, .. }
             | Op::UdpClose { sock } => ConnKey { index: sock.index, generation: sock.generation },
+            Op::File { key, .. } | Op::Nvme { key, .. } => {
+                ConnKey { index: key.index, generation: key.generation }
+            }
+        }
+    }
+
+    /// The disk slot this operation is about, for file and NVMe operations.
+    pub fn disk_key(&self) -> Option<DiskKey> {
+        match self {
+            Op::File { key, .. } | Op::Nvme { key, .. } => Some(*key),
+            _ => None,
         }
     }
 
@@ -304,6 +338,27 @@ pub enum Completion<'a> {
         /// `Ok(bytes sent)` or the error.
         result: io::Result<usize>,
     },
+    /// A file operation finished (its terminal completion).
+    File {
+        /// The operation's slot.
+        key: DiskKey,
+        /// `Ok(bytes)` for reads and writes, `Ok(size)` / `Ok(alignment)` for the `statx` ones,
+        /// `Ok(0)` otherwise; or the OS error.
+        result: io::Result<usize>,
+        /// The operation's buffer, returned.
+        buf: Option<FileBuf>,
+        /// The descriptor a `FileOp::Open` produced (or a `Close`'s, if it was never closed).
+        fd: Option<std::os::fd::OwnedFd>,
+    },
+    /// An NVMe command finished (its terminal completion).
+    Nvme {
+        /// The command's slot.
+        key: DiskKey,
+        /// `Ok` for status 0; else the status word or the submission error.
+        result: Result<(), NvmeError>,
+        /// The command's buffer, returned.
+        buf: Option<AlignedBuf>,
+    },
 }
 
 /// Receives completions during [`Driver::park`]; implemented by the core.
@@ -326,6 +381,8 @@ pub struct Capabilities {
     pub zero_copy: bool,
     /// A registered-file table is in use.
     pub fixed_files: bool,
+    /// NVMe passthrough (`Op::Nvme`) is implemented (it still needs `Config::nvme(true)`).
+    pub nvme: bool,
 }
 
 /// Counters and gauges only a backend can produce; read by the core once per loop iteration.

@@ -17,6 +17,7 @@ pub mod blocking;
 pub mod buf;
 pub mod config;
 pub mod conn;
+pub mod disk;
 pub mod driver;
 pub mod error;
 #[cfg(feature = "testing")]
@@ -39,7 +40,8 @@ pub use blocking::{BlockingHandle, spawn_blocking};
 pub use buf::{GuardBox, SendBuf, SendGuard};
 pub use config::{Config, ConfigBuilder};
 pub use conn::{CloseReason, ConnCtx, ConnToken, OwnedConn, connect, connect_with_timeout};
-pub use driver::{Completion, ConnKey, Driver, Op, UdpKey, Unpark};
+pub use disk::{AlignedBuf, DirectIoFile, NvmeDevice};
+pub use driver::{Completion, ConnKey, DiskKey, Driver, Op, UdpKey, Unpark};
 pub use error::Error;
 pub use executor::{RemoteSpawn, TaskHandle, TaskId};
 pub use handler::{AsyncEventHandler, ParseResult, WorkerCtx};

@@ -42,6 +42,7 @@ use crate::driver::{
 use crate::error::Error;
 use crate::runtime::handle::WorkerHandle;
 
+mod disk;
 mod udp;
 pub use udp::SentDatagram;
 
@@ -552,6 +553,8 @@ enum Done {
     UdpError(crate::driver::UdpKey, io::Error),
     UdpSent(crate::driver::UdpKey, SendBuf, io::Result<usize>),
     UdpClosed(crate::driver::UdpKey),
+    File(crate::driver::DiskKey, disk::FileDone),
+    Nvme(crate::driver::DiskKey, Option<crate::disk::AlignedBuf>),
 }
 
 impl Done {
@@ -565,6 +568,7 @@ impl Done {
             Done::Datagram(k, ..) | Done::UdpError(k, _) | Done::UdpSent(k, ..) | Done::UdpClosed(k) => {
                 ConnKey { index: k.index, generation: k.generation }
             }
+            Done::File(k, _) | Done::Nvme(k, _) => ConnKey { index: k.index, generation: k.generation },
         }
     }
 
@@ -581,6 +585,12 @@ impl Done {
             Done::UdpError(sock, error) => sink.complete(Completion::UdpError { sock, error }),
             Done::UdpSent(sock, buf, result) => sink.complete(Completion::UdpSent { sock, buf, result }),
             Done::UdpClosed(sock) => sink.complete(Completion::UdpClosed { sock }),
+            Done::File(key, (result, buf, fd)) => sink.complete(Completion::File { key, result, buf, fd }),
+            Done::Nvme(key, buf) => sink.complete(Completion::Nvme {
+                key,
+                result: Err(crate::disk::NvmeError::Io(io::Error::from(io::ErrorKind::Unsupported))),
+                buf,
+            }),
         }
     }
 }
@@ -757,6 +767,8 @@ impl MockDriver {
             | Op::UdpConnect { .. }
             | Op::UdpSend { .. }
             | Op::UdpClose { .. } => {}
+            Op::File { key, op } => out.push(Done::File(key, disk::run(op))),
+            Op::Nvme { key, op } => out.push(Done::Nvme(key, op.into_buf())),
             Op::Close { conn, abort } => {
                 if !self.conns.contains_key(&k(conn)) {
                     self.violation(st, format!("Close for unknown key {conn:?} (second Close?)"));

@@ -46,6 +46,8 @@ pub struct MioDriver {
     stats: BackendStats,
     /// UDP sockets (`udp.rs`).
     udp: crate::udp::MioUdp,
+    /// File operations on the blocking pool (`disk.rs`).
+    disk: crate::disk::MioDisk,
     /// The driver is bound to its worker thread.
     _not_send: PhantomData<*const ()>,
 }
@@ -63,7 +65,7 @@ impl std::fmt::Debug for MioDriver {
 impl MioDriver {
     /// True when the next park must not block: queued operations or capped readable connections.
     fn has_pending_work(&self) -> bool {
-        !self.ops.is_empty() || !self.ready.is_empty() || self.udp.has_ready()
+        !self.ops.is_empty() || !self.ready.is_empty() || self.udp.has_ready() || self.disk.has_done()
     }
 
     /// Waits for readiness, retrying `EINTR` with the time that is left.
@@ -196,6 +198,7 @@ impl MioDriver {
             | Op::UdpConnect { .. }
             | Op::UdpSend { .. }
             | Op::UdpClose { .. }) => self.udp.run_op(op, self.poll.registry(), sink),
+            op @ (Op::File { .. } | Op::Nvme { .. }) => self.disk.submit(op),
         }
     }
 
@@ -228,6 +231,7 @@ impl Driver for MioDriver {
         let setup = |e: io::Error| Error::WorkerSetup { worker, reason: format!("mio: {e}") };
         let poll = Poll::new().map_err(setup)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN).map_err(setup)?);
+        let disk_waker = Arc::clone(&waker);
         Ok(MioDriver {
             poll,
             events: Events::with_capacity(EVENTS_PER_POLL),
@@ -240,6 +244,7 @@ impl Driver for MioDriver {
             iov: Vec::with_capacity(send::MAX_IOVECS),
             stats: BackendStats::default(),
             udp: crate::udp::MioUdp::new(cfg.udp_recv_buffers().1),
+            disk: crate::disk::MioDisk::new(MioUnpark::new(disk_waker)),
             _not_send: PhantomData,
         })
     }
@@ -266,6 +271,7 @@ impl Driver for MioDriver {
         }
         self.service_ready(sink);
         self.udp.service(sink);
+        self.disk.deliver(sink);
         Ok(())
     }
 

@@ -27,6 +27,7 @@
 compile_error!("ringline-mio needs 64-bit pointers: tokens carry a 56-bit connection key");
 
 mod conn;
+mod disk;
 mod driver;
 mod op;
 mod registry;

@@ -27,11 +27,13 @@ use ringline_core::error::Error;
 use crate::buf_ring::BufRing;
 use crate::conn::{Conn, ConnectAddr, InFlightSend, disconnect, local_addr, set_linger_zero, setsockopt_int};
 use crate::fixed::FixedTable;
+use crate::nvme::NvmeRing;
 use crate::probe::{self, Features};
 use crate::ring::Ring;
 use crate::unpark::{EventFd, UringUnpark};
 use crate::user_data::{Kind, decode, encode};
 
+mod disk;
 mod udp;
 
 /// Buffer group id of the receive ring (one ring per worker, so one group).
@@ -87,6 +89,8 @@ pub struct UringDriver {
     worker: usize,
     /// UDP sockets, their sends and their receive-buffer ring (`udp.rs`).
     udp: udp::Udp,
+    /// File operations and the NVMe ring (`disk.rs`).
+    disk: disk::Disk,
     /// The driver stays on its thread.
     _not_send: PhantomData<*const ()>,
 }
@@ -519,6 +523,14 @@ impl UringDriver {
             Some(Kind::Cancel) => {}
             Some(Kind::UdpRecv) => self.udp_on_recv(key, res, flags, sink),
             Some(Kind::UdpSend) => self.udp_on_send(key, res, sink),
+            Some(Kind::File) => self.file_on_cqe(key, res, sink),
+            Some(Kind::NvmeRing) => {
+                if let Some(ring) = self.disk.nvme.as_mut() {
+                    ring.poll_armed = false;
+                }
+                self.nvme_reap(sink);
+                self.arm_nvme_poll();
+            }
             None => {
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     if self.bufs.taken(bid) {
@@ -761,7 +773,11 @@ impl UringDriver {
     }
 
     fn all_settled(&self) -> bool {
-        !self.wake_armed && self.conns.iter().flatten().all(|c| c.inflight == 0) && self.udp.settled()
+        !self.wake_armed
+            && self.conns.iter().flatten().all(|c| c.inflight == 0)
+            && self.udp.settled()
+            && self.disk.settled()
+            && !self.disk.nvme.as_ref().is_some_and(|n| n.poll_armed)
     }
 }
 
@@ -812,6 +828,14 @@ impl Driver for UringDriver {
         udp.bufs
             .register(&ring.submitter())
             .map_err(|e| Self::setup_error(worker, "register UDP buffer ring", &e))?;
+        let nvme = if cfg.nvme() {
+            let entries = (cfg.disk_ops_in_flight().clamp(1, 4096) as u32).next_power_of_two();
+            let ring = NvmeRing::new(entries)
+                .map_err(|e| Self::setup_error(worker, "NVMe ring (SQE128/CQE32)", &e))?;
+            Some(ring)
+        } else {
+            None
+        };
         let wake = Arc::new(EventFd::new().map_err(|e| Self::setup_error(worker, "eventfd", &e))?);
         let stats = BackendStats { recv_buffers_total: count as u64, ..BackendStats::default() };
         let mut d = UringDriver {
@@ -834,6 +858,7 @@ impl Driver for UringDriver {
             shut: false,
             worker,
             udp,
+            disk: disk::Disk::new(nvme),
             _not_send: PhantomData,
         };
         d.arm_wake();
@@ -846,7 +871,7 @@ impl Driver for UringDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { zero_copy: self.features.send_zc, fixed_files: self.fixed.is_some() }
+        Capabilities { zero_copy: self.features.send_zc, fixed_files: self.fixed.is_some(), nvme: true }
     }
 
     fn submit(&mut self, op: Op) -> Result<(), SubmitError> {
@@ -864,6 +889,7 @@ impl Driver for UringDriver {
             | Op::UdpConnect { .. }
             | Op::UdpSend { .. }
             | Op::UdpClose { .. }) => return self.udp_submit(op),
+            op @ (Op::File { .. } | Op::Nvme { .. }) => return self.disk_submit(op),
         }
         Ok(())
     }
@@ -879,12 +905,18 @@ impl Driver for UringDriver {
         self.arm_wake();
         self.drain_retry();
         // Never sleep with completions to hand out or entries not yet in the SQ.
-        let idle = self.deferred.is_empty() && self.retry.is_empty() && self.udp.deferred.is_empty();
+        let idle = self.deferred.is_empty()
+            && self.retry.is_empty()
+            && self.udp.deferred.is_empty()
+            && self.disk.deferred.is_empty();
         let timeout = if idle { timeout } else { Some(Duration::ZERO) };
         let entered = self.enter(timeout, sink);
         self.deliver_deferred(sink);
         self.udp_deliver_deferred(sink);
+        self.disk_deliver_deferred(sink);
         self.reap_and_dispatch(sink);
+        self.nvme_reap(sink);
+        self.arm_nvme_poll();
         self.flush_overflow(sink);
         entered
     }
@@ -934,7 +966,9 @@ impl Driver for UringDriver {
             self.drain_retry();
             self.deliver_deferred(&mut sink);
             self.udp_deliver_deferred(&mut sink);
+            self.disk_deliver_deferred(&mut sink);
             self.reap_and_dispatch(&mut sink);
+            self.nvme_reap(&mut sink);
             if self.all_settled() && self.retry.is_empty() {
                 break;
             }
@@ -949,8 +983,13 @@ impl Driver for UringDriver {
         }
         self.deliver_deferred(&mut sink);
         self.udp_deliver_deferred(&mut sink);
+        self.disk_deliver_deferred(&mut sink);
         let settled = self.all_settled() && self.retry.is_empty();
         self.udp_abandon();
+        if !self.disk.settled() {
+            tracing::error!(worker = self.worker, "disk operations did not finish; leaking their buffers");
+            self.disk.abandon();
+        }
         // Connections whose operations never finished: close their fds, leak their memory.
         for slot in &mut self.conns {
             if let Some(c) = slot.take() {

@@ -17,6 +17,8 @@ mod driver;
 #[cfg(target_os = "linux")]
 mod fixed;
 #[cfg(target_os = "linux")]
+mod nvme;
+#[cfg(target_os = "linux")]
 pub mod probe;
 #[cfg(target_os = "linux")]
 mod ring;

@@ -24,6 +24,10 @@ pub(crate) enum Kind {
     UdpRecv = 6,
     /// `SendMsg` of a UDP datagram (key: the send's slab index and generation).
     UdpSend = 7,
+    /// A file operation (key: the core's `DiskKey`).
+    File = 8,
+    /// The `PollAdd` watching the NVMe ring's fd.
+    NvmeRing = 9,
 }
 
 impl Kind {
@@ -36,6 +40,8 @@ impl Kind {
             5 => Kind::Wake,
             6 => Kind::UdpRecv,
             7 => Kind::UdpSend,
+            8 => Kind::File,
+            9 => Kind::NvmeRing,
             _ => return None,
         })
     }
@@ -59,8 +65,17 @@ mod tests {
 
     #[test]
     fn round_trips_every_kind() {
-        let kinds =
-            [Kind::Recv, Kind::Send, Kind::Connect, Kind::Cancel, Kind::Wake, Kind::UdpRecv, Kind::UdpSend];
+        let kinds = [
+            Kind::Recv,
+            Kind::Send,
+            Kind::Connect,
+            Kind::Cancel,
+            Kind::Wake,
+            Kind::UdpRecv,
+            Kind::UdpSend,
+            Kind::File,
+            Kind::NvmeRing,
+        ];
         for kind in kinds {
             for (index, generation) in [(0, 0), (1, 7), (0xFF_FFFF, u32::MAX)] {
                 let key = ConnKey { index, generation };

@@ -15,6 +15,26 @@
 //! carry one): `RinglineBuilder::bind_tls` and `tls_client`, `connect_tls` and
 //! `connect_tls_with_timeout`, `ConnCtx::tls_info` and `Error::Tls` (guide section 7).
 //!
+//! # Files and disk I/O
+//! [`fs::File`] (buffered, `Vec<u8>`), [`DirectIoFile`] (`O_DIRECT`, [`AlignedBuf`]) and
+//! [`NvmeDevice`] (NVMe passthrough, io_uring with `Config::nvme(true)`) run on the worker:
+//! native io_uring operations, or the blocking pool under mio. Buffers move into each operation
+//! and come back with its result (guide section "Files and disk I/O").
+//!
+//! ```no_run
+//! use ringline::{AlignedBuf, DirectIoFile, fs};
+//!
+//! async fn copy_first_block(from: &str, to: &str) -> Result<(), ringline::Error> {
+//!     let src = DirectIoFile::open(from).await?;
+//!     let (n, buf) = src.read_at(AlignedBuf::zeroed(src.alignment()), 0).await;
+//!     let n = n?;
+//!     let dst = fs::File::create(to).await?;
+//!     let (written, _) = dst.write_at(buf[..n].to_vec(), 0).await;
+//!     written?;
+//!     dst.sync_all().await
+//! }
+//! ```
+//!
 //! # Example: a lossless echo server
 //! ```no_run
 //! use ringline::{AsyncEventHandler, Config, ConnCtx, RinglineBuilder};
@@ -65,6 +85,18 @@
 //! fn assert_send<T: Send>() {}
 //! assert_send::<ringline::UdpCtx>();
 //! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringline::fs::File>();
+//! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringline::DirectIoFile>();
+//! ```
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<ringline::NvmeDevice>();
+//! ```
 
 #[cfg(not(any(feature = "uring", feature = "mio")))]
 compile_error!(
@@ -98,6 +130,14 @@ pub use ringline_core::conn::{
     CloseReason, ConnCtx, ConnToken, ConnectFuture, Flush, MAX_GUARDS, OwnedConn, Recv, SendBuilder,
     SendFuture, WithBytes, WithData, connect, connect_with_timeout,
 };
+/// An owned, 4096-aligned heap buffer for [`DirectIoFile`] and [`NvmeDevice`] transfers.
+pub use ringline_core::disk::AlignedBuf;
+/// A file opened with `O_DIRECT`: aligned positional reads and writes.
+pub use ringline_core::disk::DirectIoFile;
+/// An NVMe namespace driven by passthrough commands (io_uring, `Config::nvme(true)`).
+pub use ringline_core::disk::NvmeDevice;
+/// Regular files: `fs::File` with `open`, `create`, `read_at`, `write_at`, `sync_all`, `len`, `close`.
+pub use ringline_core::disk::fs;
 pub use ringline_core::executor::{TaskHandle, TaskId};
 pub use ringline_core::handler::{AsyncEventHandler, ParseResult, WorkerCtx};
 pub use ringline_core::join::{

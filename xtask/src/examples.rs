@@ -17,6 +17,11 @@
 //!
 //! `udp_echo` is driven by a std `UdpSocket` client instead: 2,000 datagrams of 0 to 65,507
 //! bytes, one at a time, each of which must come back whole.
+//!
+//! `direct_io_copy` is not a server: it copies a generated source file (3 MiB + 1,111 bytes of
+//! pseudo-random data, in `<target>/xtask-examples/`) with `O_DIRECT`, must exit 0 within
+//! [`CLIENT_TIMEOUT`] naming the expected backend, and the copy must equal the source byte
+//! for byte.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -65,7 +70,7 @@ const BUILDS: &[Build] = &[
 ];
 
 /// The examples run by this step.
-const EXAMPLES: &[&str] = &["http_hello", "resp_server", "udp_echo"];
+const EXAMPLES: &[&str] = &["http_hello", "resp_server", "udp_echo", "direct_io_copy"];
 
 /// The tests `redis-benchmark -t ping,set,get` reports.
 const REDIS_TESTS: &[&str] = &["PING_INLINE", "PING_MBULK", "SET", "GET"];
@@ -112,6 +117,7 @@ pub(crate) fn run(root: &Path) -> StepResult {
         rows.extend(run_http(build, &bin_dir, &log_dir));
         rows.extend(run_resp(build, &bin_dir, &log_dir));
         rows.extend(run_udp(build, &bin_dir, &log_dir));
+        rows.extend(run_copy(build, &bin_dir, &out_dir));
     }
     println!("\n{}", table(&rows));
     println!(
@@ -160,6 +166,79 @@ fn run_udp(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
         udp_round_trips(addr, 2_000).map(|rate| vec![("std UdpSocket".to_string(), rate)])
     });
     rows("udp_echo", build, "std UdpSocket", outcome)
+}
+
+/// `direct_io_copy SRC DST` on a generated file: one row (MiB per second).
+fn run_copy(build: &Build, bin_dir: &Path, out_dir: &Path) -> Vec<Row> {
+    let src = out_dir.join(format!("direct_io_copy-{}.src", build.name));
+    let dst = src.with_extension("dst");
+    let outcome = copy_and_compare(build, &bin_dir.join("direct_io_copy"), &src, &dst);
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    rows(
+        "direct_io_copy",
+        build,
+        "byte compare",
+        outcome.map(|rate| vec![("byte compare".to_string(), rate)]),
+    )
+}
+
+/// Runs the copy and checks it; returns MiB per second of the whole run.
+fn copy_and_compare(build: &Build, bin: &Path, src: &Path, dst: &Path) -> Result<f64, String> {
+    let data = copy_source(3 * (1 << 20) + 1_111);
+    std::fs::write(src, &data).map_err(|e| format!("cannot write {}: {e}", src.display()))?;
+    let started = Instant::now();
+    let mut child = Command::new(bin)
+        .arg(src)
+        .arg(dst)
+        .env_remove(BACKEND_VAR)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if started.elapsed() > CLIENT_TIMEOUT {
+            let _ = child.kill();
+            return Err(format!("did not finish within {CLIENT_TIMEOUT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    check_copy(out.status.success(), &stdout, build.backend, &data, &std::fs::read(dst).unwrap_or_default())
+        .map_err(|e| format!("{e}; stderr: {}", last_lines(&String::from_utf8_lossy(&out.stderr))))?;
+    Ok(data.len() as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The checks of one copy run: exit status, the backend named, the bytes.
+fn check_copy(ok: bool, stdout: &str, backend: &str, source: &[u8], copy: &[u8]) -> Result<(), String> {
+    if !ok {
+        return Err(format!("exited with an error: {}", last_lines(stdout)));
+    }
+    let expect = format!("({backend} backend)");
+    if !stdout.contains(&expect) {
+        return Err(format!("output does not name {expect}: {}", last_lines(stdout)));
+    }
+    if copy.len() != source.len() {
+        return Err(format!("copy has {} bytes, source {}", copy.len(), source.len()));
+    }
+    match copy.iter().zip(source).position(|(a, b)| a != b) {
+        Some(i) => Err(format!("copy differs from the source at byte {i}")),
+        None => Ok(()),
+    }
+}
+
+/// Deterministic pseudo-random bytes for the copy's source.
+fn copy_source(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    (0..len)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+        })
+        .collect()
 }
 
 /// Sends `n` datagrams of mixed sizes (zero-length and 65,507 bytes included) one at a time and
@@ -535,6 +614,19 @@ mod tests {
         let err = udp_round_trips(&addr, 8).unwrap_err();
         assert!(err.starts_with("datagram 1: 65506 bytes"), "{err}");
         echo.join().unwrap();
+    }
+
+    #[test]
+    fn the_copy_check_rejects_wrong_bytes_lengths_and_backends() {
+        let src = copy_source(10_000);
+        let out = "copied 10000 bytes from a to b (Mio backend)";
+        assert!(check_copy(true, out, "Mio", &src, &src).is_ok());
+        assert!(check_copy(false, out, "Mio", &src, &src).is_err());
+        assert!(check_copy(true, out, "Uring", &src, &src).is_err());
+        assert!(check_copy(true, out, "Mio", &src, &src[..9_999]).is_err());
+        let mut bad = src.clone();
+        bad[4_321] ^= 1;
+        assert!(check_copy(true, out, "Mio", &src, &bad).unwrap_err().contains("4321"));
     }
 
     #[test]

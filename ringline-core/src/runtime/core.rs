@@ -43,6 +43,10 @@ pub(crate) struct Core {
     pub(crate) nodelay: RefCell<Vec<(ConnKey, bool)>>,
     /// UDP sockets.
     pub(crate) udp: RefCell<crate::udp::table::UdpTable>,
+    /// File and disk operations.
+    pub(crate) disk: RefCell<crate::disk::table::DiskTable>,
+    /// What the backend can do (read by `NvmeDevice::open`).
+    pub(crate) caps: Cell<crate::driver::Capabilities>,
 }
 
 impl Core {

@@ -75,6 +75,10 @@ impl CoreSink<'_> {
             Completion::UdpError { sock, error } => crate::udp::table::on_error(core, sock, error),
             Completion::UdpClosed { sock } => crate::udp::table::on_closed(core, sock),
             Completion::UdpSent { sock, buf, result } => crate::udp::table::on_sent(core, sock, buf, result),
+            c @ (Completion::File { .. } | Completion::Nvme { .. }) => {
+                drop(conns);
+                crate::disk::on_completion(core, c);
+            }
         }
     }
 }

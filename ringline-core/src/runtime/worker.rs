@@ -108,6 +108,8 @@ fn run_worker_inner<D: Driver, H: AsyncEventHandler>(p: WorkerParams) -> Result<
         nodelay: std::cell::RefCell::new(Vec::new()),
         warnings: Default::default(),
         udp: std::cell::RefCell::new(crate::udp::table_with(p.udp_sockets)),
+        disk: std::cell::RefCell::new(crate::disk::table::DiskTable::new(p.cfg.disk_ops_in_flight())),
+        caps: std::cell::Cell::new(driver.capabilities()),
     });
     let guard = ContextGuard::enter(core.clone());
     let handler = match catch_unwind(|| H::create_for_worker(p.worker)) {
@@ -166,6 +168,7 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
                 if self.core.tasks.borrow().live() == 0
                     && self.core.conns.borrow().open() == 0
                     && crate::udp::open(&self.core) == 0
+                    && self.core.disk.borrow().in_flight() == 0
                 {
                     return Ok(());
                 }
@@ -465,7 +468,11 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
         }
         c.publish_backend(&stats);
         let stale = core.conns.borrow().stale;
-        let stale = stale + crate::udp::stale(core);
+        let stale = stale + crate::udp::stale(core) + core.disk.borrow().stale;
+        let disk = core.disk.borrow();
+        WorkerCounters::set(&c.disk_ops, disk.completed);
+        WorkerCounters::set(&c.disk_ops_in_flight, disk.in_flight() as u64);
+        drop(disk);
         WorkerCounters::set(&c.stale_completions, stats.stale_completions + stale);
         WorkerCounters::set(&c.connections_open, core.conns.borrow().open() as u64);
         let pool = core.pool.borrow();

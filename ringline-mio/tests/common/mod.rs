@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use ringline_core::buf::{PartMemory, SendBuf, SendPart};
 use ringline_core::config::Config;
-use ringline_core::driver::{Completion, CompletionSink, ConnKey, Driver, UdpKey};
+use ringline_core::driver::{
+    AlignedBuf, Completion, CompletionSink, ConnKey, DiskKey, Driver, FileBuf, NvmeError, UdpKey,
+};
 use ringline_mio::MioDriver;
 
 /// An owned copy of one completion.
@@ -24,6 +26,8 @@ pub(crate) enum Ev {
     UdpError(UdpKey, io::Error),
     UdpSent(UdpKey, SendBuf, io::Result<usize>),
     UdpClosed(UdpKey),
+    File(DiskKey, io::Result<usize>, Option<FileBuf>, Option<std::os::fd::OwnedFd>),
+    Nvme(DiskKey, Result<(), NvmeError>, Option<AlignedBuf>),
 }
 
 /// Records every completion it is given.
@@ -47,6 +51,8 @@ impl CompletionSink for Sink {
             Completion::UdpError { sock, error } => Ev::UdpError(sock, error),
             Completion::UdpSent { sock, buf, result } => Ev::UdpSent(sock, buf, result),
             Completion::UdpClosed { sock } => Ev::UdpClosed(sock),
+            Completion::File { key, result, buf, fd } => Ev::File(key, result, buf, fd),
+            Completion::Nvme { key, result, buf } => Ev::Nvme(key, result, buf),
         });
     }
 }
@@ -116,6 +122,7 @@ pub(crate) fn key_of(e: &Ev) -> ConnKey {
         Ev::Datagram(k, ..) | Ev::UdpError(k, _) | Ev::UdpSent(k, ..) | Ev::UdpClosed(k) => {
             ConnKey { index: k.index, generation: k.generation }
         }
+        Ev::File(k, ..) | Ev::Nvme(k, ..) => ConnKey { index: k.index, generation: k.generation },
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use ringline_core::buf::{PartMemory, SendBuf, SendPart};
 use ringline_core::config::Config;
-use ringline_core::driver::{Completion, CompletionSink, ConnKey, Driver, UdpKey};
+use ringline_core::driver::{
+    AlignedBuf, Completion, CompletionSink, ConnKey, DiskKey, Driver, FileBuf, NvmeError, UdpKey,
+};
 use ringline_uring::UringDriver;
 
 /// An owned copy of one completion.
@@ -26,6 +28,8 @@ pub enum Event {
     UdpError(UdpKey, io::ErrorKind),
     UdpSent(UdpKey, usize, Result<usize, io::ErrorKind>),
     UdpClosed(UdpKey),
+    File(DiskKey, Result<usize, io::ErrorKind>, Option<FileBuf>, Option<std::os::fd::OwnedFd>),
+    Nvme(DiskKey, Result<(), NvmeError>, Option<AlignedBuf>),
 }
 
 /// Collects owned copies of every completion.
@@ -53,6 +57,10 @@ impl CompletionSink for TestSink {
                 Event::UdpSent(sock, buf.total_len(), result.map_err(|e| e.kind()))
             }
             Completion::UdpClosed { sock } => Event::UdpClosed(sock),
+            Completion::File { key, result, buf, fd } => {
+                Event::File(key, result.map_err(|e| e.kind()), buf, fd)
+            }
+            Completion::Nvme { key, result, buf } => Event::Nvme(key, result, buf),
         };
         self.events.push(e);
     }
