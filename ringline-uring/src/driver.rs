@@ -708,9 +708,14 @@ impl UringDriver {
                 self.dispatch(cqe, sink);
             }
             self.cqes = cqes;
-            // Buffers of this batch are back: re-arm what starved in earlier batches.
-            self.rearm_starved(self.epoch);
-            self.udp_rearm_starved(self.epoch);
+            // Buffers of this batch are back: re-arm what starved in earlier batches (checked
+            // here so the common case, nothing starved, costs no calls per batch).
+            if !self.starved.is_empty() {
+                self.rearm_starved(self.epoch);
+            }
+            if !self.udp.starved.is_empty() {
+                self.udp_rearm_starved(self.epoch);
+            }
             self.epoch += 1;
         }
     }
