@@ -5,7 +5,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::mem;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Waker};
@@ -68,21 +68,17 @@ impl MioDriver {
         !self.ops.is_empty() || !self.ready.is_empty() || self.udp.has_ready() || self.disk.has_done()
     }
 
-    /// Waits for readiness, retrying `EINTR` with the time that is left.
+    /// Waits for readiness. An `EINTR` returns as if the wait timed out: the worker loop
+    /// recomputes its timeout from its deadlines, so no clock is read here.
     fn poll_events(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut wait = timeout;
-        loop {
-            match self.poll.poll(&mut self.events, wait) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    self.stats.submit_retries += 1;
-                    if let Some(d) = deadline {
-                        wait = Some(d.saturating_duration_since(Instant::now()));
-                    }
-                }
-                Err(e) => return Err(Error::Io(e)),
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                self.stats.submit_retries += 1;
+                self.events.clear();
+                Ok(())
             }
+            Err(e) => Err(Error::Io(e)),
         }
     }
 

@@ -720,31 +720,36 @@ impl UringDriver {
                 self.dispatch(cqe, sink);
             }
             self.cqes = cqes;
-            // Buffers of this batch are back: re-arm what starved in earlier batches.
-            self.rearm_starved(self.epoch);
-            self.udp_rearm_starved(self.epoch);
+            // Buffers of this batch are back: re-arm what starved in earlier batches (checked
+            // here so the common case, nothing starved, costs no calls per batch).
+            if !self.starved.is_empty() {
+                self.rearm_starved(self.epoch);
+            }
+            if !self.udp.starved.is_empty() {
+                self.udp_rearm_starved(self.epoch);
+            }
             self.epoch += 1;
         }
     }
 
     /// Submits and waits, retrying `EINTR`, `EAGAIN` and `EBUSY`.
+    ///
+    /// An `EINTR` returns to the worker loop, which recomputes the timeout from its deadlines;
+    /// so no clock is read here (two `Instant::now` calls per park before).
     fn enter(&mut self, timeout: Option<Duration>, sink: &mut dyn CompletionSink) -> Result<(), Error> {
-        let deadline = timeout.map(|d| Instant::now() + d);
         let mut busy = 0;
         loop {
             if self.ring.cq_overflow() {
                 // The submitter enters with GETEVENTS when the flag is set, which flushes them.
                 self.stats.cq_overflows += 1;
             }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            match self.ring.submit_and_wait(left) {
+            match self.ring.submit_and_wait(timeout) {
                 Ok(()) => return Ok(()),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => {
+                        // Submitted entries stay queued and go in with the next park.
                         self.stats.submit_retries += 1;
-                        if left == Some(Duration::ZERO) {
-                            return Ok(());
-                        }
+                        return Ok(());
                     }
                     Some(libc::EAGAIN | libc::EBUSY) => {
                         self.stats.submit_retries += 1;

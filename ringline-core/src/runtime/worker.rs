@@ -434,7 +434,13 @@ impl<D: Driver, H: AsyncEventHandler> Worker<D, H> {
             return;
         }
         let now = Instant::now();
-        self.core.timers.borrow_mut().fire_due(now);
+        // Most parks end before the earliest deadline (an idle timeout, say): skip both passes.
+        if timers_due.is_some_and(|d| d <= now) {
+            self.core.timers.borrow_mut().fire_due(now);
+        }
+        if conns_due.is_none_or(|d| d > now) {
+            return;
+        }
         let due = self.core.conns.borrow_mut().due_deadlines(now);
         for (key, kind) in due {
             match kind {

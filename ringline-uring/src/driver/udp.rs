@@ -144,7 +144,7 @@ pub(super) struct Udp {
     slots: Vec<SendSlot>,
     free: Vec<u32>,
     pub(super) bufs: BufRing,
-    starved: VecDeque<(UdpKey, u64)>,
+    pub(super) starved: VecDeque<(UdpKey, u64)>,
     pub(super) deferred: VecDeque<UdpDeferred>,
 }
 
