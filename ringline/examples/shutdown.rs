@@ -2,6 +2,11 @@
 //!
 //! `cargo run -p ringline --example shutdown` then connect with `nc 127.0.0.1 7879`, type a
 //! line, and press Ctrl-C in the server's terminal: the client receives the goodbye line, then EOF.
+//! Flags: `--addr HOST:PORT` (default `127.0.0.1:7879`) and `--workers N` (default 1). Prints
+//! `shutdown listening on ADDR (BACKEND backend)`; SIGTERM drains like Ctrl-C.
+
+#[path = "support/args.rs"]
+mod args;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -50,10 +55,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let config = Config::builder().workers(1).shutdown_timeout(Duration::from_secs(5)).build()?;
-    let (shutdown, workers) =
-        RinglineBuilder::new(config).bind("127.0.0.1:7879".parse()?).launch::<Greeter>()?;
-    println!("listening on {:?}; Ctrl-C drains and exits", shutdown.local_addrs());
+    let (addr, workers) = args::parse_args("shutdown", "127.0.0.1:7879", 1);
+    // A demo needs few connections; 1,024 per worker keeps the fd budget small.
+    let config = Config::builder()
+        .workers(workers)
+        .max_connections(1024)
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()?;
+    let (shutdown, workers) = RinglineBuilder::new(config).bind(addr.parse()?).launch::<Greeter>()?;
+    let backend = shutdown.backend().map_or_else(|| "unknown".to_string(), |b| format!("{b:?}"));
+    println!(
+        "shutdown listening on {} ({backend} backend); Ctrl-C drains and exits",
+        shutdown.local_addrs()[0]
+    );
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1,6 +1,7 @@
 //! Timers: `sleep`, `timeout`, `select` and `interval` on a client-only runtime.
 //!
 //! `cargo run -p ringline --example timers`
+//! Ends with `timers: done in DURATION (BACKEND backend)`; `cargo xtask examples` checks the lines.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,8 @@ impl AsyncEventHandler for Timers {
                 let at = ticks.tick().await;
                 println!("tick {i} scheduled at +{:?}", at.instant().saturating_duration_since(start));
             }
+            let backend = ringline::backend().map_or_else(|| "unknown".to_string(), |b| format!("{b:?}"));
+            println!("timers: done in {:?} ({backend} backend)", start.elapsed());
             let _ = request_shutdown();
         }
     }

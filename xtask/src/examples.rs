@@ -22,6 +22,17 @@
 //! pseudo-random data, in `<target>/xtask-examples/`) with `O_DIRECT`, must exit 0 within
 //! [`CLIENT_TIMEOUT`] naming the expected backend, and the copy must equal the source byte
 //! for byte.
+//!
+//! Three usage examples are run too (no rate; the table shows `-`):
+//! - `timers` must exit 0 within [`EXAMPLE_TIMEOUT`] and print, in order, the 50 ms sleep (at
+//!   least 50 ms), the timeout, the 10 ms branch winning the `select`, four interval ticks
+//!   scheduled 25 ms apart after those, and `timers: done … (BACKEND backend)`.
+//! - `connect_echo ADDR`, run against `echo_server` (started as above), must exit 0 within
+//!   [`EXAMPLE_TIMEOUT`] and print that its 100 round trips to ADDR were echoed byte-exactly on
+//!   the expected backend.
+//! - `shutdown` is started like a server; a std `TcpStream` sends a line and must get it echoed,
+//!   then the server gets SIGTERM and must exit 0 within 10 s, and the client must then read
+//!   exactly the goodbye line followed by EOF.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -43,6 +54,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may run before it is killed.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long `timers` and `connect_echo` may run before they are killed.
+const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a functional probe waits for its answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,7 +84,22 @@ const BUILDS: &[Build] = &[
 ];
 
 /// The examples run by this step.
-const EXAMPLES: &[&str] = &["http_hello", "resp_server", "udp_echo", "direct_io_copy"];
+const EXAMPLES: &[&str] = &[
+    "http_hello",
+    "resp_server",
+    "udp_echo",
+    "direct_io_copy",
+    "timers",
+    "echo_server",
+    "connect_echo",
+    "shutdown",
+];
+
+/// The line the `shutdown` run sends (and must get back).
+const SHUTDOWN_LINE: &[u8] = b"hello from cargo xtask examples\n";
+
+/// What the `shutdown` example sends each connection when it drains.
+const GOODBYE: &[u8] = b"server shutting down, goodbye\n";
 
 /// The tests `redis-benchmark -t ping,set,get` reports.
 const REDIS_TESTS: &[&str] = &["PING_INLINE", "PING_MBULK", "SET", "GET"];
@@ -118,6 +147,9 @@ pub(crate) fn run(root: &Path) -> StepResult {
         rows.extend(run_resp(build, &bin_dir, &log_dir));
         rows.extend(run_udp(build, &bin_dir, &log_dir));
         rows.extend(run_copy(build, &bin_dir, &out_dir));
+        rows.extend(run_timers(build, &bin_dir, &log_dir));
+        rows.extend(run_connect_echo(build, &bin_dir, &log_dir));
+        rows.extend(run_shutdown(build, &bin_dir, &log_dir));
     }
     println!("\n{}", table(&rows));
     println!(
@@ -266,6 +298,206 @@ fn udp_round_trips(addr: &str, n: usize) -> Result<f64, String> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
+/// `timers`: one row, `ok` when it exits 0 and its output passes [`check_timers`].
+fn run_timers(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
+    let tag = format!("timers-{}", build.name);
+    let outcome = run_example(log_dir, &tag, &bin_dir.join("timers"), &[]).and_then(|(ok, out, err)| {
+        check_timers(ok, &out, build.backend).map_err(|e| format!("{e}; stderr: {}", last_lines(&err)))
+    });
+    check_row("timers", build, "exit + output", outcome)
+}
+
+/// `connect_echo ADDR` against `echo_server`: one row, `ok` when the server runs as in
+/// [`with_server`] and the client passes [`check_connect_echo`].
+fn run_connect_echo(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
+    let outcome = with_server(build, bin_dir, log_dir, "echo_server", |addr| {
+        let tag = format!("connect_echo-{}", build.name);
+        let (ok, out, err) = run_example(log_dir, &tag, &bin_dir.join("connect_echo"), &[addr])?;
+        check_connect_echo(ok, &out, build.backend, addr)
+            .map_err(|e| format!("{e}; stderr: {}", last_lines(&err)))
+    });
+    check_row("echo_server", build, "connect_echo", outcome)
+}
+
+/// `shutdown` with a std `TcpStream` client and SIGTERM: one row (see [`drain_probe`]).
+fn run_shutdown(build: &Build, bin_dir: &Path, log_dir: &Path) -> Vec<Row> {
+    let outcome =
+        start_server(build, bin_dir, log_dir, "shutdown").and_then(|(mut child, addr, stderr_path)| {
+            let result = drain_probe(&mut child, &addr);
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            result.map_err(|e| format!("{e}; stderr: {}", tail(&stderr_path)))
+        });
+    check_row("shutdown", build, "std TcpStream + SIGTERM", outcome)
+}
+
+/// Sends [`SHUTDOWN_LINE`] and waits for its echo, stops the server with SIGTERM (it must exit 0
+/// in time), then reads to EOF; the bytes must pass [`check_drain`].
+fn drain_probe(child: &mut Child, addr: &str) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("client of {addr}: {e}");
+    let mut stream = TcpStream::connect(addr).map_err(fail)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT)).map_err(fail)?;
+    stream.write_all(SHUTDOWN_LINE).map_err(fail)?;
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while got.len() < SHUTDOWN_LINE.len() {
+        match stream.read(&mut buf).map_err(|e| format!("waiting for the echo: {e}"))? {
+            0 => break,
+            n => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    if !got.starts_with(SHUTDOWN_LINE) {
+        return Err(format!(
+            "the line was not echoed before SIGTERM: got {:?}",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+    if let Ok(Some(status)) = child.try_wait() {
+        return Err(format!("server died during the run ({status})"));
+    }
+    stop(child)?;
+    let eof = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    check_drain(&got, eof)
+}
+
+/// The bytes a `shutdown` client read: its line echoed, then exactly the goodbye line, then EOF.
+fn check_drain(got: &[u8], eof: bool) -> Result<(), String> {
+    let rest = got
+        .strip_prefix(SHUTDOWN_LINE)
+        .ok_or_else(|| format!("the line was not echoed: got {:?}", String::from_utf8_lossy(got)))?;
+    if rest != GOODBYE {
+        return Err(format!(
+            "after SIGTERM the client got {:?}, not {:?}",
+            String::from_utf8_lossy(rest),
+            String::from_utf8_lossy(GOODBYE)
+        ));
+    }
+    if !eof {
+        return Err("no EOF after the goodbye line".to_string());
+    }
+    Ok(())
+}
+
+/// The checks of a `connect_echo` run: exit 0 and its success line for `addr` on `backend`.
+fn check_connect_echo(ok: bool, stdout: &str, backend: &str, addr: &str) -> Result<(), String> {
+    if !ok {
+        return Err(format!("exited with an error: {}", last_lines(stdout)));
+    }
+    let expect = format!("connect_echo: 100 round trips to {addr} echoed byte-exactly ({backend} backend)");
+    if !stdout.lines().any(|l| l.trim() == expect) {
+        return Err(format!("no `{expect}` line: {}", last_lines(stdout)));
+    }
+    Ok(())
+}
+
+/// The checks of a `timers` run: exit 0, no `unexpected` branch, and its lines in order — the
+/// sleep (at least 50 ms), the timeout, the 10 ms `select` branch, ticks 0 to 3 scheduled 25 ms
+/// apart after the 80 ms of earlier timers, and `timers: done … (BACKEND backend)`.
+fn check_timers(ok: bool, stdout: &str, backend: &str) -> Result<(), String> {
+    if !ok {
+        return Err(format!("exited with an error: {}", last_lines(stdout)));
+    }
+    if let Some(line) = stdout.lines().find(|l| l.contains("unexpected")) {
+        return Err(format!("timers printed `{}`", line.trim()));
+    }
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    let find = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .ok_or_else(|| format!("no `{prefix}…` line: {}", last_lines(stdout)))
+    };
+    let mut order = vec![find("slept ")?, find("timeout: ")?, find("select: the 10 ms sleep won")?];
+    let mut ticks = Vec::new();
+    for i in 0..4 {
+        let prefix = format!("tick {i} scheduled at +");
+        let at = find(&prefix)?;
+        order.push(at);
+        ticks.push(
+            parse_debug_duration(&lines[at][prefix.len()..])
+                .ok_or_else(|| format!("no duration in `{}`", lines[at]))?,
+        );
+    }
+    let done = find("timers: done")?;
+    order.push(done);
+    if order.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!("lines out of order: {}", lines.join(" / ")));
+    }
+    let slept = lines[order[0]]["slept ".len()..].split_whitespace().next().and_then(parse_debug_duration);
+    match slept {
+        Some(d) if d >= Duration::from_millis(50) => {}
+        _ => return Err(format!("the 50 ms sleep reported `{}`", lines[order[0]])),
+    }
+    if ticks[0] < Duration::from_millis(80) {
+        return Err(format!("tick 0 at +{:?}, before the 80 ms of earlier timers", ticks[0]));
+    }
+    for (i, pair) in ticks.windows(2).enumerate() {
+        let gap = pair[1].saturating_sub(pair[0]);
+        if gap.abs_diff(Duration::from_millis(25)) > Duration::from_millis(1) {
+            return Err(format!("ticks {i} and {} are {gap:?} apart, not 25 ms", i + 1));
+        }
+    }
+    let expect = format!("({backend} backend)");
+    if !lines[done].contains(&expect) {
+        return Err(format!("`{}` does not name {expect}", lines[done]));
+    }
+    Ok(())
+}
+
+/// A `Duration`'s `Debug` form (`50.057132ms`, `1.5s`, `999µs`, `0ns`).
+fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)]
+        .into_iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, unit)))?;
+    let value: f64 = number.parse().ok()?;
+    (value.is_finite() && value >= 0.0).then(|| Duration::from_secs_f64(value * unit))
+}
+
+/// Runs an example binary (without [`BACKEND_VAR`]) for up to [`EXAMPLE_TIMEOUT`]; its stdout
+/// and stderr go to `<tag>.stdout` / `<tag>.stderr` in `log_dir`. Returns whether it exited 0,
+/// its stdout and its stderr; `Err` if it cannot start or times out.
+fn run_example(
+    log_dir: &Path,
+    tag: &str,
+    bin: &Path,
+    args: &[&str],
+) -> Result<(bool, String, String), String> {
+    println!("$ {} {}", bin.display(), args.join(" "));
+    let (out_path, err_path) = (log_dir.join(format!("{tag}.stdout")), log_dir.join(format!("{tag}.stderr")));
+    let create = |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove(BACKEND_VAR)
+        .stdin(Stdio::null())
+        .stdout(create(&out_path)?)
+        .stderr(create(&err_path)?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let status = server::wait_timeout(&mut child, EXAMPLE_TIMEOUT)
+        .map_err(|reason| format!("{} {reason}; output in {}", bin.display(), out_path.display()))?;
+    let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    Ok((status.success(), out, err))
+}
+
+/// The table row of a run without a rate: `ok`, or one FAILED row.
+fn check_row(example: &'static str, build: &Build, client: &str, outcome: Result<(), String>) -> Vec<Row> {
+    let mut rows = rows(example, build, client, outcome.map(|()| vec![(client.to_string(), 0.0)]));
+    for row in &mut rows {
+        row.rate = None;
+    }
+    rows
+}
+
 /// Table rows of one server run: one per client result, or one FAILED row.
 fn rows(
     example: &'static str,
@@ -308,6 +540,36 @@ fn with_server<T>(
     example: &str,
     client: impl FnOnce(&str) -> Result<T, String>,
 ) -> Result<T, String> {
+    let (mut child, addr, stderr_path) = start_server(build, bin_dir, log_dir, example)?;
+    let outcome = client(&addr);
+    let died = child.try_wait().ok().flatten();
+    let stopped = match died {
+        Some(status) => Err(format!("server died during the run ({status})")),
+        None => stop(&mut child),
+    };
+    let logged = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let value = outcome?;
+    stopped.map_err(|reason| format!("{reason}; stderr: {}", tail(&stderr_path)))?;
+    if !logged.lines().any(|l| l.contains(" INFO ") && l.contains("launched")) {
+        return Err(format!(
+            "no tracing INFO line with the launch summary (`ringline launched`) on the server's stderr ({})",
+            stderr_path.display()
+        ));
+    }
+    Ok(value)
+}
+
+/// Starts `example` of `build` on `127.0.0.1:0`; returns the child, the address of its
+/// `listening on` line and the path of its stderr log.
+///
+/// `Err` (the child stopped) when it does not print the line in time or not on the expected
+/// backend.
+fn start_server(
+    build: &Build,
+    bin_dir: &Path,
+    log_dir: &Path,
+    example: &str,
+) -> Result<(Child, String, PathBuf), String> {
     let bin = bin_dir.join(example);
     let stderr_path = log_dir.join(format!("{example}-{}.stderr", build.name));
     let stderr =
@@ -330,26 +592,18 @@ fn with_server<T>(
         }
     };
     println!("  {line}");
-    let outcome = match server::listening_addr(&line) {
-        Some(addr) if line.contains(&format!("({} backend)", build.backend)) => client(&addr),
+    let addr = match server::listening_addr(&line) {
+        Some(addr) if line.contains(&format!("({} backend)", build.backend)) => Ok(addr),
         Some(_) => Err(format!("expected the {} backend: {line:?}", build.backend)),
         None => Err(format!("no address in {line:?}")),
     };
-    let died = child.try_wait().ok().flatten();
-    let stopped = match died {
-        Some(status) => Err(format!("server died during the run ({status})")),
-        None => stop(&mut child),
-    };
-    let logged = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    let value = outcome?;
-    stopped.map_err(|reason| format!("{reason}; stderr: {}", tail(&stderr_path)))?;
-    if !logged.lines().any(|l| l.contains(" INFO ") && l.contains("launched")) {
-        return Err(format!(
-            "no tracing INFO line with the launch summary (`ringline launched`) on the server's stderr ({})",
-            stderr_path.display()
-        ));
+    match addr {
+        Ok(addr) => Ok((child, addr, stderr_path)),
+        Err(reason) => {
+            let _ = stop(&mut child);
+            Err(reason)
+        }
     }
-    Ok(value)
 }
 
 /// Sends SIGTERM and waits up to [`STOP_TIMEOUT`]; `Err` unless the server exits 0 in time
@@ -656,6 +910,76 @@ mod tests {
         assert_eq!(results[2], ("SET".to_string(), 200000.0));
         assert!(parse_redis_benchmark(&format!("{ok}Error: Connection reset by peer\n")).is_err());
         assert!(parse_redis_benchmark(&ok.replace("GET: 249376.56", "GET: x")).is_err());
+    }
+
+    const TIMERS_OUT: &str = "slept 50.057132ms (asked for 50 ms; never less)\n\
+        timeout: deadline elapsed\n\
+        select: the 10 ms sleep won; the other was dropped and freed its slot\n\
+        tick 0 scheduled at +105.250677ms\n\
+        tick 1 scheduled at +130.250677ms\n\
+        tick 2 scheduled at +155.250677ms\n\
+        tick 3 scheduled at +180.250677ms\n\
+        timers: done in 180.933453ms (Uring backend)\n";
+
+    #[test]
+    fn debug_durations_parse() {
+        assert_eq!(parse_debug_duration("50.5ms"), Some(Duration::from_micros(50_500)));
+        assert_eq!(parse_debug_duration("1.5s"), Some(Duration::from_millis(1_500)));
+        assert_eq!(parse_debug_duration("999µs"), Some(Duration::from_micros(999)));
+        assert_eq!(parse_debug_duration("0ns"), Some(Duration::ZERO));
+        assert_eq!(parse_debug_duration("12"), None);
+        assert_eq!(parse_debug_duration("xms"), None);
+    }
+
+    #[test]
+    fn the_timers_check_wants_every_line_in_order() {
+        assert_eq!(check_timers(true, TIMERS_OUT, "Uring"), Ok(()));
+        assert!(check_timers(false, TIMERS_OUT, "Uring").is_err());
+        assert!(check_timers(true, TIMERS_OUT, "Mio").unwrap_err().contains("(Mio backend)"));
+        assert!(
+            check_timers(true, &TIMERS_OUT.replace("slept 50.057132ms", "slept 49.9ms"), "Uring").is_err()
+        );
+        let unexpected = TIMERS_OUT.replace("the 10 ms sleep won;", "the 30 ms sleep won (unexpected)");
+        assert!(check_timers(true, &unexpected, "Uring").unwrap_err().contains("unexpected"));
+        let no_tick = TIMERS_OUT.replace("tick 2 scheduled at +155.250677ms\n", "");
+        assert!(check_timers(true, &no_tick, "Uring").unwrap_err().contains("tick 2"));
+        let late = TIMERS_OUT.replace("+155.250677ms", "+160.250677ms");
+        assert!(check_timers(true, &late, "Uring").unwrap_err().contains("not 25 ms"));
+        let early = TIMERS_OUT
+            .replace("+105.", "+5.")
+            .replace("+130.", "+30.")
+            .replace("+155.", "+55.")
+            .replace("+180.", "+80.");
+        assert!(check_timers(true, &early, "Uring").unwrap_err().contains("before the 80 ms"));
+        let swapped = TIMERS_OUT
+            .replace("timeout: deadline elapsed\n", "")
+            .replace("timers: done", "timeout: deadline elapsed\ntimers: done");
+        assert!(check_timers(true, &swapped, "Uring").unwrap_err().contains("out of order"));
+        assert!(check_timers(true, "", "Uring").is_err());
+    }
+
+    #[test]
+    fn the_connect_echo_check_wants_the_success_line() {
+        let out = "connect_echo: 100 round trips to 127.0.0.1:9 echoed byte-exactly (Mio backend)\n";
+        assert_eq!(check_connect_echo(true, out, "Mio", "127.0.0.1:9"), Ok(()));
+        assert!(check_connect_echo(false, out, "Mio", "127.0.0.1:9").is_err());
+        assert!(check_connect_echo(true, out, "Uring", "127.0.0.1:9").is_err());
+        assert!(check_connect_echo(true, out, "Mio", "127.0.0.1:10").is_err());
+        assert!(
+            check_connect_echo(true, &out.replace("100 round", "99 round"), "Mio", "127.0.0.1:9").is_err()
+        );
+        assert!(check_connect_echo(true, "", "Mio", "127.0.0.1:9").is_err());
+    }
+
+    #[test]
+    fn the_drain_check_wants_the_echo_the_goodbye_and_eof() {
+        let good = [SHUTDOWN_LINE, GOODBYE].concat();
+        assert_eq!(check_drain(&good, true), Ok(()));
+        assert!(check_drain(&good, false).unwrap_err().contains("EOF"));
+        assert!(check_drain(SHUTDOWN_LINE, true).unwrap_err().contains("after SIGTERM"));
+        assert!(check_drain(GOODBYE, true).unwrap_err().contains("not echoed"));
+        assert!(check_drain(&[&good[..], b"x"].concat(), true).is_err());
+        assert!(check_drain(&good[..good.len() - 1], true).is_err());
     }
 
     #[test]

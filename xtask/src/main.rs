@@ -36,7 +36,8 @@ subcommands:
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
   bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
   microbench [--full]         criterion microbenchmarks of ringline-core; median ns/op table
-  examples                    http_hello under wrk, resp_server under redis-benchmark, udp_echo, per backend
+  examples                    http_hello, resp_server, udp_echo, direct_io_copy under clients; timers,
+                              connect_echo (vs echo_server), shutdown (drain on SIGTERM), per backend
   soak [--secs N] [--backend uring|mio|both]
                               mixed load for N s (default 60) per backend, then fail on fd/thread growth
   stress [--iterations N] [--test file::name]... [--backend uring|mio|both] [--seed S]

@@ -7,30 +7,14 @@ use std::time::Duration;
 
 use ringline::{AsyncEventHandler, Config, RinglineBuilder};
 
+mod args;
+
+use args::parse_args;
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
-}
-
-/// `--addr HOST:PORT` (default `default_addr`) and `--workers N` (0: one per CPU).
-fn parse_args(name: &str, default_addr: &str) -> (String, usize) {
-    let mut addr = default_addr.to_string();
-    let mut workers = 0;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--addr" => addr = args.next().expect("--addr needs HOST:PORT"),
-            "--workers" => {
-                workers = args.next().and_then(|n| n.parse().ok()).expect("--workers needs a number")
-            }
-            other => {
-                eprintln!("unknown argument {other}; usage: {name} [--addr HOST:PORT] [--workers N]");
-                std::process::exit(2);
-            }
-        }
-    }
-    (addr, workers)
 }
 
 /// Runs handler `H` until SIGINT or SIGTERM, then drains for up to 5 s. Logs go to stderr
@@ -65,7 +49,7 @@ fn serve_with<H: AsyncEventHandler>(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let (addr, workers) = parse_args(name, default_addr);
+    let (addr, workers) = parse_args(name, default_addr, 0);
     // SAFETY: `on_signal` only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
