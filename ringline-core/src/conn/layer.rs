@@ -196,19 +196,7 @@ impl<'a> WireOut<'a> {
     fn append(&mut self, mut data: &[u8]) {
         self.written += data.len();
         if let Some(pool) = self.pool.as_deref_mut() {
-            if let Some(SendPart { memory: PartMemory::Pool(slot), end, .. }) = self.queue.back_mut() {
-                let n = data.len().min(slot.len() - *end);
-                slot[*end..*end + n].copy_from_slice(&data[..n]);
-                *end += n;
-                data = &data[n..];
-            }
-            while !data.is_empty() {
-                let Some(mut slot) = pool.alloc() else { break };
-                let n = data.len().min(slot.len());
-                slot[..n].copy_from_slice(&data[..n]);
-                self.queue.push_back(SendPart { memory: PartMemory::Pool(slot), start: 0, end: n });
-                data = &data[n..];
-            }
+            data = super::send::fill_pool_slots(self.queue, pool, data);
         }
         if data.is_empty() {
             return;

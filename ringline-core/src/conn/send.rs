@@ -6,6 +6,7 @@
 //! below `send_queue_limit` and no earlier send waits for admission. Every awaited send resolves
 //! once, after the acknowledged stream offset passed its last byte (API R4).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -64,8 +65,24 @@ fn tail_room(c: &Conn) -> usize {
 
 /// Appends `data` to the queue: into the tail slot, then new pool slots, then (if allowed) one
 /// heap buffer. Returns the bytes that went to the heap.
-fn copy_in(c: &mut Conn, pool: &mut SendPool, mut data: &[u8], allow_heap: bool) -> usize {
-    if let Some(SendPart { memory: PartMemory::Pool(slot), end, .. }) = c.queue.back_mut() {
+fn copy_in(c: &mut Conn, pool: &mut SendPool, data: &[u8], allow_heap: bool) -> usize {
+    let data = fill_pool_slots(&mut c.queue, pool, data);
+    if data.is_empty() {
+        return 0;
+    }
+    assert!(allow_heap, "copy_in without heap after a room check");
+    c.queue.push_back(SendPart { memory: PartMemory::Heap(data.to_vec()), start: 0, end: data.len() });
+    data.len()
+}
+
+/// Copies `data` into the queue's tail pool slot, then into new pool slots while the pool has
+/// them; returns what did not fit.
+pub(super) fn fill_pool_slots<'d>(
+    queue: &mut VecDeque<SendPart>,
+    pool: &mut SendPool,
+    mut data: &'d [u8],
+) -> &'d [u8] {
+    if let Some(SendPart { memory: PartMemory::Pool(slot), end, .. }) = queue.back_mut() {
         let n = data.len().min(slot.len() - *end);
         slot[*end..*end + n].copy_from_slice(&data[..n]);
         *end += n;
@@ -75,15 +92,10 @@ fn copy_in(c: &mut Conn, pool: &mut SendPool, mut data: &[u8], allow_heap: bool)
         let Some(mut slot) = pool.alloc() else { break };
         let n = data.len().min(slot.len());
         slot[..n].copy_from_slice(&data[..n]);
-        c.queue.push_back(SendPart { memory: PartMemory::Pool(slot), start: 0, end: n });
+        queue.push_back(SendPart { memory: PartMemory::Pool(slot), start: 0, end: n });
         data = &data[n..];
     }
-    if data.is_empty() {
-        return 0;
-    }
-    assert!(allow_heap, "copy_in without heap after a room check");
-    c.queue.push_back(SendPart { memory: PartMemory::Heap(data.to_vec()), start: 0, end: data.len() });
-    data.len()
+    data
 }
 
 /// Commits every piece; returns the stream offset after its last byte.
