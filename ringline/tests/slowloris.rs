@@ -12,10 +12,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::framed::scaled;
-use common::{Watchdog, backend_label, client, fd_count, round_trip, settle};
-use ringline::{
-    AsyncEventHandler, Config, ConfigBuilder, ConnCtx, ParseResult, RinglineBuilder, ShutdownHandle,
-};
+use common::{LineEcho, Watchdog, backend_label, client, fd_count, round_trip, settle};
+use ringline::{Config, ConfigBuilder, RinglineBuilder, ShutdownHandle};
 
 /// Plaintext peers that trickle one byte every [`TRICKLE`] and never send a newline.
 const TRICKLERS: usize = 200;
@@ -28,39 +26,6 @@ const TRICKLE: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the peers may stay open before the test gives up (a watchdog, not a speed limit).
 const BOUND: Duration = Duration::from_secs(30);
-
-/// Answers each newline-terminated line; a peer that never finishes a line makes no progress.
-struct LineEcho;
-
-impl AsyncEventHandler for LineEcho {
-    fn create_for_worker(_worker: usize) -> Self {
-        LineEcho
-    }
-    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
-        async move {
-            loop {
-                let mut line = Vec::new();
-                let r = conn
-                    .with_data(|d| match d.iter().position(|b| *b == b'\n') {
-                        Some(i) => {
-                            line.extend_from_slice(&d[..=i]);
-                            ParseResult::Consumed(i + 1)
-                        }
-                        None => ParseResult::NeedMore,
-                    })
-                    .await;
-                match r {
-                    Ok(n) if n > 0 => {
-                        if conn.send(&line).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ => return,
-                }
-            }
-        }
-    }
-}
 
 fn config() -> ConfigBuilder {
     Config::builder()

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 
-use common::{Echo, Server, Watchdog, backend_label, client, config, pattern, round_trip};
+use common::{Echo, LineEcho, Server, Watchdog, backend_label, client, config, pattern, round_trip};
 use ringline::{AsyncEventHandler, ConnCtx, ParseResult};
 
 #[test]
@@ -256,43 +256,6 @@ fn runs_on_the_backend_the_environment_asks_for() {
     }
     assert!(server.shutdown.metrics().workers.iter().all(|w| w.backend == Some(running) && w.alive));
     server.stop();
-}
-
-/// Answers each newline-terminated line; a peer that never finishes a line makes no progress.
-struct LineEcho;
-
-impl AsyncEventHandler for LineEcho {
-    fn create_for_worker(_worker: usize) -> Self {
-        LineEcho
-    }
-    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
-        async move {
-            loop {
-                let mut line = Vec::new();
-                let r = conn
-                    .with_data(|d| match d.iter().position(|b| *b == b'\n') {
-                        Some(i) => {
-                            line.extend_from_slice(&d[..=i]);
-                            ParseResult::Consumed(i + 1)
-                        }
-                        None => ParseResult::NeedMore,
-                    })
-                    .await;
-                match r {
-                    Ok(n) if n > 0 => {
-                        if conn.send(&line).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => return,
-                    Err(e) => {
-                        assert!(matches!(e, ringline::Error::IdleTimeout), "unexpected {e:?}");
-                        return;
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[test]

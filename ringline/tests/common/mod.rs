@@ -14,7 +14,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringline::{AsyncEventHandler, Config, ConfigBuilder, ConnCtx, Error, RinglineBuilder, ShutdownHandle};
+use ringline::{
+    AsyncEventHandler, Config, ConfigBuilder, ConnCtx, Error, ParseResult, RinglineBuilder, ShutdownHandle,
+};
 
 /// Aborts the process with the test's name if the guard is not dropped within `secs`.
 pub struct Watchdog(Option<mpsc::Sender<()>>);
@@ -297,4 +299,42 @@ pub fn fds_on_port(port: u16) -> usize {
         .filter_map(|e| std::fs::read_link(e.path()).ok())
         .filter(|target| inodes.contains(&target.to_string_lossy().into_owned()))
         .count()
+}
+
+/// Answers each newline-terminated line; a peer that never finishes a line makes no progress.
+/// A read error other than the idle timeout panics the task (counted in `task_panics`).
+pub struct LineEcho;
+
+impl AsyncEventHandler for LineEcho {
+    fn create_for_worker(_worker: usize) -> Self {
+        LineEcho
+    }
+    fn on_accept(&self, conn: ConnCtx) -> impl Future<Output = ()> + 'static {
+        async move {
+            loop {
+                let mut line = Vec::new();
+                let r = conn
+                    .with_data(|d| match d.iter().position(|b| *b == b'\n') {
+                        Some(i) => {
+                            line.extend_from_slice(&d[..=i]);
+                            ParseResult::Consumed(i + 1)
+                        }
+                        None => ParseResult::NeedMore,
+                    })
+                    .await;
+                match r {
+                    Ok(n) if n > 0 => {
+                        if conn.send(&line).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        assert!(matches!(e, Error::IdleTimeout), "unexpected {e:?}");
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
