@@ -62,6 +62,16 @@ impl Options {
     }
 }
 
+/// The backends a `--backend uring|mio|both` value names (soak and stress share it).
+pub(crate) fn parse_backend(value: &str) -> Result<Vec<&'static str>, String> {
+    match value {
+        "uring" => Ok(vec!["uring"]),
+        "mio" => Ok(vec!["mio"]),
+        "both" => Ok(vec!["uring", "mio"]),
+        other => Err(format!("--backend is uring, mio or both, not {other:?}")),
+    }
+}
+
 /// Parses `[--secs N] [--backend uring|mio|both]`; defaults: 60 s, both.
 pub(crate) fn parse_args(args: &[String]) -> Result<Options, String> {
     let mut opts = Options { secs: 60, backends: vec!["uring", "mio"] };
@@ -74,12 +84,7 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Options, String> {
                 _ => return Err("--secs needs a whole number of seconds, at least 1".to_string()),
             },
             "--backend" => {
-                opts.backends = match value?.as_str() {
-                    "uring" => vec!["uring"],
-                    "mio" => vec!["mio"],
-                    "both" => vec!["uring", "mio"],
-                    other => return Err(format!("--backend is uring, mio or both, not {other:?}")),
-                }
+                opts.backends = parse_backend(value?)?;
             }
             other => return Err(format!("unknown soak argument {other:?}")),
         }

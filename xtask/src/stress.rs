@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::cmd::{Cargo, StepResult};
+use crate::soak;
 
 /// TESTPLAN 36's tests (1, 3, 27, 29) as `file::test`.
 const DEFAULT_TESTS: &[&str] = &[
@@ -69,12 +70,7 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Options, String> {
                 }
             },
             "--backend" => {
-                opts.backends = match value?.as_str() {
-                    "uring" => vec!["uring"],
-                    "mio" => vec!["mio"],
-                    "both" => vec!["uring", "mio"],
-                    other => return Err(format!("--backend is uring, mio or both, not {other:?}")),
-                }
+                opts.backends = soak::parse_backend(value?)?;
             }
             "--seed" => opts.seed = Some(value?.parse().map_err(|_| "--seed needs a u64".to_owned())?),
             other => return Err(format!("unknown stress argument {other:?}")),
