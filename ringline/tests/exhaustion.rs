@@ -73,6 +73,25 @@ fn nofile_exhaustion() {
         }
     }
     assert!(refused_locally > 0, "the test never ran out of descriptors ({} clients)", clients.len());
+    // The acceptor sees EMFILE only if a connection waits in the backlog while the table is full,
+    // and a client refused at `socket()` never reaches the backlog. So top the table up with
+    // placeholder descriptors, free exactly one, and let one more client take it: its connection
+    // completes in the kernel and waits for an fd the acceptor cannot get. Repeated, because the
+    // worker closing surplus connections can free descriptors in between.
+    let mut fillers: Vec<std::fs::File> = Vec::new();
+    for _ in 0..50 {
+        if acceptor().errors_emfile > 0 {
+            break;
+        }
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            fillers.push(f);
+        }
+        fillers.pop();
+        if let Ok(c) = TcpStream::connect(server.addr) {
+            clients.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         settle(10, || acceptor().errors_emfile > 0),
         "the acceptor never saw EMFILE: {:?} on {}",
@@ -93,6 +112,7 @@ fn nofile_exhaustion() {
 
     let held = clients.len();
     clients.clear();
+    fillers.clear();
     let mut later = None;
     assert!(
         settle(20, || {
