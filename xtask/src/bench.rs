@@ -89,9 +89,12 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Options, String> {
         }
     }
     Ok(if quick {
-        Options { rounds: rounds.unwrap_or(1), warmup_secs: 0.5, secs: 1.5, idle_secs: 0.5, quick }
+        Options { rounds: rounds.unwrap_or(1), warmup_secs: 0.5, secs: 1.5, idle_secs: 0.3, quick }
     } else {
-        Options { rounds: rounds.unwrap_or(3), warmup_secs: 1.0, secs: 3.0, idle_secs: 1.0, quick }
+        // Warmup 0.5 s (was 1 s) and idle holds of 0.5 s keep the whole command, builds included,
+        // near 5 minutes on a fresh clone of a 2-core machine now that the first profile has a
+        // fourth server and the idle profile three rounds.
+        Options { rounds: rounds.unwrap_or(3), warmup_secs: 0.5, secs: 3.0, idle_secs: 0.5, quick }
     })
 }
 
@@ -787,8 +790,9 @@ fn round_ratios<S: Copy>(a: &Row<S>, b: &Row<S>, f: impl Fn(&S) -> f64) -> Vec<f
         .collect()
 }
 
-/// `a`'s median of `f` over `b`'s, with the min–max of the per-round ratios:
-/// `1.23 (1.10–1.40)`; `n/a` without a sample on either side.
+/// `a` against `b` in `f`: the median of the per-round ratios with their min–max,
+/// `1.23 (1.10–1.40)` (the bare ratio for one round); without a round both have, the ratio of
+/// the medians; `n/a` without a sample on either side.
 fn ratio_cell<S: Copy>(
     a: &Row<S>,
     b: Option<&Row<S>>,
@@ -798,16 +802,12 @@ fn ratio_cell<S: Copy>(
     let Some(b) = b.filter(|b| !b.samples.is_empty() && !a.samples.is_empty()) else {
         return "n/a".to_string();
     };
-    let (x, y) = (a.median(f), b.median(f));
-    if !(y > 0.0 && x.is_finite()) {
-        return "n/a".to_string();
-    }
     let per_round = round_ratios(a, b, f);
-    if per_round.len() < 2 {
-        return format!("{:.d$}", x / y, d = decimals);
+    if !per_round.is_empty() {
+        return with_spread(&per_round, decimals);
     }
-    let (lo, hi) = spread(&per_round);
-    format!("{:.d$} ({lo:.d$}–{hi:.d$})", x / y, d = decimals)
+    let (x, y) = (a.median(f), b.median(f));
+    if y > 0.0 && x.is_finite() { format!("{:.decimals$}", x / y) } else { "n/a".to_string() }
 }
 
 /// Makes free text safe for a markdown table cell.
@@ -983,8 +983,8 @@ fn header(opts: &Options, machine: &Machine) -> String {
          current_thread runtime). `ringline uring` and `ringline mio` are one binary built with both \
          backends (`RINGLINE_BACKEND` picks one); `ringline uring-only build` is the same source built \
          with io_uring only, run in the first profile. Every figure is the median across rounds with \
-         the min–max in parentheses; a ratio is the ratio of the medians, with the min–max of the \
-         per-round ratios (servers of one round run back to back). Latency is per message, from being \
+         the min–max in parentheses; a ratio is the median of the per-round ratios with their min–max \
+         (servers of one round run back to back). Latency is per message, from being \
          queued by loadgen to its last byte read back. CPU is the server process's over the measured \
          window divided by the messages completed in it: user and sys from `/proc/PID/stat` \
          (resolution 1/CLK_TCK s, so user is a sample of a few dozen ticks in the short profiles), \
@@ -1129,8 +1129,11 @@ mod tests {
         let ratios = round_ratios(&a, &b, |s| s.total);
         assert_eq!(ratios.len(), 2);
         assert!((ratios[0] - 1.1).abs() < 1e-9 && (ratios[1] - 1.3).abs() < 1e-9);
-        // Ratio of the medians (3.9 / 3.0), per-round spread 1.1–1.3.
-        assert_eq!(ratio_cell(&a, Some(&b), |s| s.total, 2), "1.30 (1.10–1.30)");
+        // The median of the per-round ratios 1.1 and 1.3, with their spread.
+        assert_eq!(ratio_cell(&a, Some(&b), |s| s.total, 2), "1.20 (1.10–1.30)");
+        // No round in common: the ratio of the medians (3.9 / 3.0).
+        let c = row("c", &[(4, 1.0)]);
+        assert_eq!(ratio_cell(&a, Some(&c), |s| s.total, 2), "1.30");
         assert_eq!(ratio_cell(&a, None, |s| s.total, 2), "n/a");
         assert_eq!(ratio_cell(&a, Some(&row("c", &[])), |s| s.total, 2), "n/a");
     }
