@@ -895,7 +895,7 @@ type Figure = (&'static str, fn(&LoadSample) -> f64, usize);
 fn build_table(profile: &Profile, both: &Row<LoadSample>, only: &Row<LoadSample>) -> String {
     let mut t = format!(
         "#### Both-backend build vs uring-only build ({}, io_uring)\n\n\
-         | figure | {} (uring+mio built in) | {} | ratio both / uring-only (per-round min–max) |\n\
+         | figure | {} (uring+mio built in) | {} | ratio both / uring-only, per round: median (min–max) |\n\
          |---|---:|---:|---:|\n",
         profile.name, both.server, only.server
     );
