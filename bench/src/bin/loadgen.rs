@@ -741,6 +741,23 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_stats_file_round_trips() {
+        let dir = std::env::temp_dir().join(format!("loadgen-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.stats");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(server_open(&path).unwrap(), None);
+        let mut stats = bench::StatsFile::new(path.clone());
+        stats.update(0).unwrap();
+        assert_eq!(server_open(&path).unwrap(), Some(0));
+        stats.update(2000).unwrap();
+        assert_eq!(server_open(&path).unwrap(), Some(2000));
+        std::fs::write(&path, "open=lots\n").unwrap();
+        assert!(server_open(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn patterns_differ_by_connection_and_sequence() {
         let (mut a, mut b, mut c) = (vec![0; 64], vec![0; 64], vec![0; 64]);
         fill_pattern(&mut a, 1, 7);
