@@ -24,22 +24,71 @@ pub fn raise_nofile_limit(wanted: libc::rlim_t) -> std::io::Result<libc::rlim_t>
     Ok(target)
 }
 
-/// Parses `--addr HOST:PORT` (default `127.0.0.1:7878`) for the echo servers; exits 2 on
-/// anything else.
-pub fn parse_server_args(program: &str) -> String {
-    let mut addr = "127.0.0.1:7878".to_string();
+/// Command line of the echo servers.
+#[derive(Debug)]
+pub struct ServerArgs {
+    /// `--addr HOST:PORT` (default `127.0.0.1:7878`).
+    pub addr: String,
+    /// `--stats-file PATH`: where the server keeps `open=N` (its open connections) up to date.
+    pub stats_file: Option<std::path::PathBuf>,
+}
+
+/// Parses `[--addr HOST:PORT] [--stats-file PATH]` for the echo servers; exits 2 on anything
+/// else.
+pub fn parse_server_args(program: &str) -> ServerArgs {
+    let mut parsed = ServerArgs { addr: "127.0.0.1:7878".to_string(), stats_file: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--addr" => addr = args.next().unwrap_or_else(|| usage(program, "--addr needs HOST:PORT")),
+            "--addr" => {
+                parsed.addr = args.next().unwrap_or_else(|| usage(program, "--addr needs HOST:PORT"));
+            }
+            "--stats-file" => {
+                let path = args.next().unwrap_or_else(|| usage(program, "--stats-file needs a path"));
+                parsed.stats_file = Some(path.into());
+            }
             other => usage(program, &format!("unknown argument {other}")),
         }
     }
-    addr
+    parsed
+}
+
+/// Keeps a `--stats-file` current: rewrites it (through a temporary file and a rename, so a
+/// reader never sees half a line) whenever the open-connection count changed.
+///
+/// `loadgen --connect-only --server-stats PATH` reads it to confirm that the server itself
+/// holds every connection (accepted and adopted, not just queued in the listen backlog)
+/// before it samples the server's memory.
+#[derive(Debug)]
+pub struct StatsFile {
+    /// The file.
+    path: std::path::PathBuf,
+    /// The count last written.
+    written: Option<u64>,
+}
+
+impl StatsFile {
+    /// A stats file at `path`, written at the first [`StatsFile::update`].
+    pub fn new(path: std::path::PathBuf) -> Self {
+        StatsFile { path, written: None }
+    }
+
+    /// Writes `open=N` if `open` differs from what the file holds.
+    pub fn update(&mut self, open: u64) -> std::io::Result<()> {
+        if self.written == Some(open) {
+            return Ok(());
+        }
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, format!("open={open}\n"))?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.written = Some(open);
+        Ok(())
+    }
 }
 
 /// Prints a usage error for an echo server and exits with status 2.
 fn usage(program: &str, message: &str) -> ! {
-    eprintln!("{message}; usage: {program} [--addr HOST:PORT]");
+    eprintln!("{message}; usage: {program} [--addr HOST:PORT] [--stats-file PATH]");
     std::process::exit(2);
 }

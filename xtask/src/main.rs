@@ -34,7 +34,8 @@ subcommands:
   check-core [--tree-file F]  fail if io-uring, mio or libc is in ringline-core's normal tree
   loom                        loom models of core's cross-thread paths (--cfg loom, target/loom)
   tidy                        text checks over every member's src/ (//! docs, SAFETY comments, no todo!)
-  bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio vs tokio; report in target/bench/latest.md
+  bench [--quick] [--rounds N] echo benchmarks: ringline uring/mio (and a uring-only build) vs tokio,
+                              idle memory per connection; report in target/bench/latest.md
   microbench [--full]         criterion microbenchmarks of ringline-core; median ns/op table
   examples                    http_hello, resp_server, udp_echo, direct_io_copy under clients; timers,
                               connect_echo (vs echo_server), shutdown (drain on SIGTERM), per backend

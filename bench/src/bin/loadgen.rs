@@ -9,13 +9,19 @@
 //!
 //! `msgs=<n> secs=<f> p50_us=<f> p99_us=<f> p999_us=<f> errors=<n>`
 //!
-//! With `--server-pid PID` a second line gives the server's CPU over the window (from
-//! `/proc/PID/stat`, in clock ticks) and its memory at the end (from `/proc/PID/status`):
-//! `utime_ticks=<n> stime_ticks=<n> rss_kib=<n> hwm_kib=<n>`.
+//! With `--server-pid PID` a second line gives the server's CPU over the window (user and system
+//! time from `/proc/PID/stat` in clock ticks; on-CPU time of all its threads from
+//! `/proc/PID/task/*/schedstat` in ns, 0 if unavailable) and its memory at the end (from
+//! `/proc/PID/status`): `utime_ticks=<n> stime_ticks=<n> cpu_ns=<n> rss_kib=<n> hwm_kib=<n>`.
 //!
-//! `--connect-only` opens the connections, echoes one message on each (so the server has
-//! accepted them all), then holds them idle for `--secs` and prints
-//! `conns=<n> secs=<f> rss_before_kib=<n> rss_kib=<n> hwm_kib=<n> errors=<n>`.
+//! `--connect-only` measures idle connections: it samples the server's RSS, opens the
+//! connections, waits until the server reports holding all of them (`--server-stats PATH`, the
+//! file the echo servers keep with `--stats-file`: `open=N`), holds them idle for `--secs` and
+//! samples the RSS again, before any byte was sent. Then it echoes one message on each
+//! connection, holds them for `--secs` more and samples a third time. It prints
+//! `conns=<n> secs=<f> rss_before_kib=<n> rss_idle_kib=<n> rss_echoed_kib=<n> hwm_kib=<n>
+//! server_open=<n> errors=<n>` (one line), where `server_open` is the server's count when the
+//! idle RSS was sampled.
 //!
 //! A byte mismatch, a connection error or a stall makes the exit status non-zero.
 
@@ -55,6 +61,8 @@ struct Opts {
     connect_only: bool,
     /// Server process to sample in `/proc`.
     server_pid: Option<u32>,
+    /// The server's stats file (`open=N`), read by `connect_only`.
+    server_stats: Option<std::path::PathBuf>,
 }
 
 /// Parses the command line; `Err` holds the message for the user.
@@ -68,6 +76,7 @@ fn parse_args() -> Result<Opts, String> {
         secs: 3.0,
         connect_only: false,
         server_pid: None,
+        server_stats: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -85,6 +94,7 @@ fn parse_args() -> Result<Opts, String> {
             "--warmup-secs" => o.warmup_secs = value.parse().map_err(|e| bad(&e))?,
             "--secs" => o.secs = value.parse().map_err(|e| bad(&e))?,
             "--server-pid" => o.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
+            "--server-stats" => o.server_stats = Some(value.into()),
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -331,6 +341,19 @@ fn proc_cpu(pid: u32) -> Option<(u64, u64)> {
     Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
 }
 
+/// On-CPU time in ns of all the server's threads: the first field of each
+/// `/proc/PID/task/TID/schedstat`. `None` if the directory cannot be read or a file is malformed.
+fn proc_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        // A thread that exited since the listing holds no more CPU time.
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 /// Server memory `(VmRSS, VmHWM)` in KiB from `/proc/PID/status`.
 fn proc_mem(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -536,6 +559,7 @@ fn run_load(o: &Opts) -> Result<bool, String> {
     }
     let window_start = Instant::now();
     let cpu_start = o.server_pid.and_then(proc_cpu);
+    let ns_start = o.server_pid.and_then(proc_cpu_ns);
     client.rec.measuring = true;
     let window_end = window_start + Duration::from_secs_f64(o.secs);
     while fatal.is_none() && Instant::now() < window_end && client.alive() > 0 {
@@ -544,6 +568,7 @@ fn run_load(o: &Opts) -> Result<bool, String> {
     }
     let secs = window_start.elapsed().as_secs_f64();
     let cpu_end = o.server_pid.and_then(proc_cpu);
+    let ns_end = o.server_pid.and_then(proc_cpu_ns);
     let mem = o.server_pid.and_then(proc_mem);
     if let Some(message) = &fatal {
         eprintln!("loadgen: {message}");
@@ -561,9 +586,13 @@ fn run_load(o: &Opts) -> Result<bool, String> {
     if let Some(pid) = o.server_pid {
         match (cpu_start, cpu_end, mem) {
             (Some((u0, s0)), Some((u1, s1)), Some((rss, hwm))) => println!(
-                "utime_ticks={} stime_ticks={} rss_kib={rss} hwm_kib={hwm}",
+                "utime_ticks={} stime_ticks={} cpu_ns={} rss_kib={rss} hwm_kib={hwm}",
                 u1.saturating_sub(u0),
-                s1.saturating_sub(s0)
+                s1.saturating_sub(s0),
+                match (ns_start, ns_end) {
+                    (Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => 0,
+                }
             ),
             _ => {
                 eprintln!("loadgen: could not read /proc/{pid}/stat or status (server gone?)");
@@ -574,29 +603,86 @@ fn run_load(o: &Opts) -> Result<bool, String> {
     Ok(client.errors == 0)
 }
 
-/// The idle-connections run: connect, echo once per connection, hold, sample server memory.
+/// How long the server may take to report every connection open.
+const SERVER_OPEN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `open=N` count in the server's stats file; `None` while it does not exist yet.
+fn server_open(path: &std::path::Path) -> Result<Option<u64>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let value = text.trim().strip_prefix("open=").and_then(|v| v.parse().ok());
+    value.map(Some).ok_or_else(|| format!("{} holds {text:?}, not `open=N`", path.display()))
+}
+
+/// Waits until the server's stats file says `open=<conns>`; handles events meanwhile, so a
+/// connection the server closes is noticed.
+fn wait_server_open(client: &mut Client, path: &std::path::Path, conns: usize) -> Result<u64, String> {
+    let deadline = Instant::now() + SERVER_OPEN_TIMEOUT;
+    loop {
+        let open = server_open(path)?;
+        if open == Some(conns as u64) {
+            return Ok(conns as u64);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the server reports {} of {conns} connections open after {} s",
+                open.map_or_else(|| "no count (no stats file)".to_string(), |n| n.to_string()),
+                SERVER_OPEN_TIMEOUT.as_secs()
+            ));
+        }
+        if client.alive() < conns {
+            return Err(format!("{} of {conns} connections failed", conns - client.alive()));
+        }
+        client.turn(Duration::from_millis(20))?;
+    }
+}
+
+/// Handles events for `secs` (nothing is expected to arrive on idle connections).
+fn hold(client: &mut Client, secs: f64) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end && client.alive() > 0 {
+        let left = end.saturating_duration_since(Instant::now());
+        client.turn(left.min(Duration::from_millis(100)))?;
+    }
+    Ok(())
+}
+
+/// The idle-connections run: sample, connect, confirm, hold, sample; echo once each, hold,
+/// sample.
 fn run_connect_only(o: &Opts) -> Result<bool, String> {
-    let before = o.server_pid.and_then(proc_mem);
+    let mem = |when: &str| match o.server_pid {
+        None => Ok((0, 0)),
+        Some(pid) => {
+            proc_mem(pid).ok_or_else(|| format!("could not read /proc/{pid}/status {when} (server gone?)"))
+        }
+    };
+    let (rss_before, _) = mem("before connecting")?;
     let started = Instant::now();
     let mut client = Client::connect(o.addr, o.conns, o.size)?;
+    // Every handshake is done, but a connection may still wait in the listen backlog or in the
+    // hand-off to a worker: only the server's own count says it holds them all.
+    if let Some(path) = &o.server_stats {
+        wait_server_open(&mut client, path, o.conns)?;
+    }
+    hold(&mut client, o.secs)?;
+    let (rss_idle, _) = mem("with idle connections")?;
+    let open_at_sample = match &o.server_stats {
+        Some(path) => server_open(path)?.unwrap_or(0),
+        None => 0,
+    };
     client.start(1, false);
-    // Every connection's one message must come back: the server has accepted them all.
+    // Every connection's one message must come back.
     while client.outstanding() > 0 && client.alive() > 0 {
         client.turn(Duration::from_millis(100))?;
     }
-    let hold_end = Instant::now() + Duration::from_secs_f64(o.secs);
-    while Instant::now() < hold_end && client.alive() > 0 {
-        let left = hold_end.saturating_duration_since(Instant::now());
-        client.turn(left.min(Duration::from_millis(100)))?;
-    }
-    let after = o.server_pid.and_then(proc_mem);
-    let (rss_before, (rss, hwm)) = match (o.server_pid, before, after) {
-        (None, ..) => (0, (0, 0)),
-        (Some(_), Some((b, _)), Some(a)) => (b, a),
-        (Some(pid), ..) => return Err(format!("could not read /proc/{pid}/status (server gone?)")),
-    };
+    hold(&mut client, o.secs)?;
+    let (rss_echoed, hwm) = mem("after the echoes")?;
     println!(
-        "conns={} secs={:.3} rss_before_kib={rss_before} rss_kib={rss} hwm_kib={hwm} errors={}",
+        "conns={} secs={:.3} rss_before_kib={rss_before} rss_idle_kib={rss_idle} rss_echoed_kib={rss_echoed} \
+         hwm_kib={hwm} server_open={open_at_sample} errors={}",
         client.alive(),
         started.elapsed().as_secs_f64(),
         client.errors
@@ -610,7 +696,7 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!(
                 "loadgen: {message}\nusage: loadgen [--addr HOST:PORT] [--conns N] [--depth N] [--size BYTES] \
-                 [--warmup-secs F] [--secs F] [--connect-only] [--server-pid PID]"
+                 [--warmup-secs F] [--secs F] [--connect-only] [--server-pid PID] [--server-stats PATH]"
             );
             return ExitCode::from(2);
         }
@@ -652,6 +738,23 @@ mod tests {
         let p50 = h.quantile(0.5);
         assert!((p50 - 5_000_000.0).abs() < 5_000_000.0 * 0.02, "{p50}");
         assert!(h.quantile(0.999) > 9_900_000.0 * 0.98);
+    }
+
+    #[test]
+    fn the_servers_stats_file_round_trips() {
+        let dir = std::env::temp_dir().join(format!("loadgen-stats-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.stats");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(server_open(&path).unwrap(), None);
+        let mut stats = bench::StatsFile::new(path.clone());
+        stats.update(0).unwrap();
+        assert_eq!(server_open(&path).unwrap(), Some(0));
+        stats.update(2000).unwrap();
+        assert_eq!(server_open(&path).unwrap(), Some(2000));
+        std::fs::write(&path, "open=lots\n").unwrap();
+        assert!(server_open(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
