@@ -213,18 +213,23 @@ impl Conn {
         let fixed = self.fixed;
         let key = self.key;
         let s = self.send.as_mut()?;
-        s.iovecs.clear();
-        for slice in s.buf.slices().take(IOV_MAX) {
-            s.iovecs.push(libc::iovec { iov_base: slice.as_ptr().cast_mut().cast(), iov_len: slice.len() });
-        }
         let target = TargetFd { fd, fixed };
-        let entry = if s.iovecs.len() == 1 && !s.zc {
-            let iov = s.iovecs[0];
-            let len = iov.iov_len.min(MAX_SEND) as u32;
-            on_fd!(target, |f| opcode::Send::new(f, iov.iov_base.cast_const().cast(), len)
-                .flags(SEND_FLAGS)
-                .build())
+        let mut slices = s.buf.slices();
+        let single = match (slices.next(), slices.next()) {
+            (Some(only), None) if !s.zc => Some(only),
+            _ => None,
+        };
+        let entry = if let Some(only) = single {
+            // The common case (one pool slot or one owned buffer): a plain `send`, with no iovec
+            // array to fill.
+            let len = only.len().min(MAX_SEND) as u32;
+            on_fd!(target, |f| opcode::Send::new(f, only.as_ptr(), len).flags(SEND_FLAGS).build())
         } else {
+            s.iovecs.clear();
+            for slice in s.buf.slices().take(IOV_MAX) {
+                s.iovecs
+                    .push(libc::iovec { iov_base: slice.as_ptr().cast_mut().cast(), iov_len: slice.len() });
+            }
             s.msg.msg_name = std::ptr::null_mut();
             s.msg.msg_namelen = 0;
             s.msg.msg_iov = s.iovecs.as_mut_ptr();
