@@ -909,9 +909,14 @@ impl Driver for UringDriver {
         if self.shut {
             return Ok(());
         }
-        // Buffers came back since the last pass: starved receives may go again.
-        self.rearm_starved(u64::MAX);
-        self.udp_rearm_starved(u64::MAX);
+        // Buffers came back since the last pass: starved receives may go again (the common
+        // case, nothing starved, is an inline check).
+        if !self.starved.is_empty() {
+            self.rearm_starved(u64::MAX);
+        }
+        if !self.udp.starved.is_empty() {
+            self.udp_rearm_starved(u64::MAX);
+        }
         self.arm_wake();
         self.drain_retry();
         // Never sleep with completions to hand out or entries not yet in the SQ.
