@@ -33,6 +33,7 @@ pub struct Config {
     send_pool: (usize, usize),
     send_queue_limit: usize,
     zero_copy_threshold: usize,
+    zero_copy_local: bool,
     timer_slots: usize,
     standalone_task_capacity: usize,
     tick_interval: Option<Duration>,
@@ -73,6 +74,7 @@ impl Default for Config {
             send_pool: (1_024, 16 * 1024),
             send_queue_limit: 4 << 20,
             zero_copy_threshold: 4_096,
+            zero_copy_local: false,
             timer_slots: 4_096,
             standalone_task_capacity: 4_096,
             tick_interval: Some(Duration::from_millis(10)),
@@ -143,6 +145,11 @@ setters! {
     send_queue_limit: usize,
     /// Guarded sends smaller than this are copied instead of sent zero-copy.
     zero_copy_threshold: usize,
+    /// Also send zero-copy to peers on this host (loopback or one of its own addresses). Off by
+    /// default: Linux copies looped-back zero-copy data anyway (a deferred copy, so an unread
+    /// local socket cannot pin user memory), so zero-copy there only adds the notification's cost.
+    /// Tests turn it on to exercise the zero-copy path over loopback.
+    zero_copy_local: bool,
     /// User timers per worker (1 ..= 2^24).
     timer_slots: usize,
     /// Spawned standalone tasks per worker (1 ..= 2^24).

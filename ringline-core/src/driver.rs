@@ -106,6 +106,14 @@ impl UdpKey {
     }
 }
 
+/// True when `peer` is on this host: a loopback address, or the socket's own local address
+/// (traffic to one of the host's own addresses is looped back too). IPv4-mapped IPv6 addresses
+/// count as their IPv4 form.
+pub fn same_host(peer: &SocketAddr, local: &SocketAddr) -> bool {
+    let peer_ip = peer.ip().to_canonical();
+    peer_ip.is_loopback() || peer_ip == local.ip().to_canonical()
+}
+
 /// Socket options applied to outbound sockets (inbound ones arrive configured).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SocketOpts {
@@ -455,6 +463,19 @@ pub trait Driver: Sized + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_host_knows_loopback_and_own_addresses() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(same_host(&a("127.0.0.1:1"), &a("127.0.0.1:2")));
+        assert!(same_host(&a("127.3.4.5:1"), &a("10.0.0.1:2")));
+        assert!(same_host(&a("[::1]:1"), &a("[::1]:2")));
+        assert!(same_host(&a("[::ffff:127.0.0.1]:1"), &a("[::ffff:10.0.0.1]:2")));
+        assert!(same_host(&a("10.0.0.1:1"), &a("10.0.0.1:2")));
+        assert!(same_host(&a("[::ffff:10.0.0.1]:1"), &a("10.0.0.1:2")));
+        assert!(!same_host(&a("10.0.0.2:1"), &a("10.0.0.1:2")));
+        assert!(!same_host(&a("[2001:db8::2]:1"), &a("[2001:db8::1]:2")));
+    }
 
     #[test]
     fn conn_key_round_trips_through_u64() {

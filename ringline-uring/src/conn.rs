@@ -148,6 +148,8 @@ pub(crate) struct Conn {
     pub(crate) closing: Option<bool>,
     /// Operations submitted (or queued for submission) without their terminal completion yet.
     pub(crate) inflight: u32,
+    /// Whether the peer is on this host, learned at the first zero-copy candidate send.
+    local_peer: Option<bool>,
 }
 
 impl Conn {
@@ -161,7 +163,23 @@ impl Conn {
             connect: None,
             closing: None,
             inflight: 0,
+            local_peer: None,
         }
+    }
+
+    /// True when the peer is on this host (a loopback address or one of the host's own, seen as
+    /// peer address equal to the local one). Asked once per connection, then remembered; a socket
+    /// whose addresses cannot be read counts as remote.
+    pub(crate) fn peer_is_local(&mut self) -> bool {
+        if let Some(local) = self.local_peer {
+            return local;
+        }
+        let local = match (peer_addr(self.fd), local_addr(self.fd)) {
+            (Ok(peer), Ok(me)) => ringline_core::driver::same_host(&peer, &me),
+            _ => false,
+        };
+        self.local_peer = Some(local);
+        local
     }
 
     /// The multishot receive entry into buffer group `bgid`.
@@ -195,18 +213,23 @@ impl Conn {
         let fixed = self.fixed;
         let key = self.key;
         let s = self.send.as_mut()?;
-        s.iovecs.clear();
-        for slice in s.buf.slices().take(IOV_MAX) {
-            s.iovecs.push(libc::iovec { iov_base: slice.as_ptr().cast_mut().cast(), iov_len: slice.len() });
-        }
         let target = TargetFd { fd, fixed };
-        let entry = if s.iovecs.len() == 1 && !s.zc {
-            let iov = s.iovecs[0];
-            let len = iov.iov_len.min(MAX_SEND) as u32;
-            on_fd!(target, |f| opcode::Send::new(f, iov.iov_base.cast_const().cast(), len)
-                .flags(SEND_FLAGS)
-                .build())
+        let mut slices = s.buf.slices();
+        let single = match (slices.next(), slices.next()) {
+            (Some(only), None) if !s.zc => Some(only),
+            _ => None,
+        };
+        let entry = if let Some(only) = single {
+            // The common case (one pool slot or one owned buffer): a plain `send`, with no iovec
+            // array to fill.
+            let len = only.len().min(MAX_SEND) as u32;
+            on_fd!(target, |f| opcode::Send::new(f, only.as_ptr(), len).flags(SEND_FLAGS).build())
         } else {
+            s.iovecs.clear();
+            for slice in s.buf.slices().take(IOV_MAX) {
+                s.iovecs
+                    .push(libc::iovec { iov_base: slice.as_ptr().cast_mut().cast(), iov_len: slice.len() });
+            }
             s.msg.msg_name = std::ptr::null_mut();
             s.msg.msg_namelen = 0;
             s.msg.msg_iov = s.iovecs.as_mut_ptr();
@@ -282,13 +305,27 @@ pub(crate) fn disconnect(fd: RawFd) -> io::Result<()> {
 
 /// The local address of a socket (`getsockname`).
 pub(crate) fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    socket_addr(fd, libc::getsockname)
+}
+
+/// The peer address of a connected socket (`getpeername`).
+fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    socket_addr(fd, libc::getpeername)
+}
+
+/// Reads one of a socket's addresses with `getsockname` or `getpeername`.
+fn socket_addr(
+    fd: RawFd,
+    get: unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int,
+) -> io::Result<SocketAddr> {
     // SAFETY:
     // - `sockaddr_storage` is a plain C struct; all-zero bytes is a valid value.
     let mut storage = unsafe { mem::zeroed::<libc::sockaddr_storage>() };
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY:
-    // - `storage` is writable for `len` bytes and `len` is a live socklen_t.
-    let rc = unsafe { libc::getsockname(fd, (&raw mut storage).cast(), &mut len) };
+    // - `get` is getsockname or getpeername; `storage` is writable for `len` bytes and `len` is a
+    //   live socklen_t, which is all either call writes.
+    let rc = unsafe { get(fd, (&raw mut storage).cast(), &mut len) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }

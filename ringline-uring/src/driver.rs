@@ -71,6 +71,8 @@ pub struct UringDriver {
     fixed: Option<FixedTable>,
     conns: Vec<Option<Box<Conn>>>,
     max_conns: usize,
+    /// `Config::zero_copy_local`: zero-copy also to peers on this host.
+    zero_copy_local: bool,
     /// Starved receives in FIFO order, with the batch number in which they starved.
     starved: VecDeque<(ConnKey, u64)>,
     /// Internal entries waiting for SQ room, in order.
@@ -398,8 +400,10 @@ impl UringDriver {
             return Err(SubmitError::Full(Op::Send { conn: key, buf }));
         }
         // Guards reach the backend only at or above the zero-copy threshold (the core copies
-        // smaller ones), so any guard makes the write a zero-copy candidate.
-        let zc = self.features.send_zc && buf.has_guard();
+        // smaller ones), so any guard makes the write a zero-copy candidate, unless the peer is on
+        // this host: Linux copies looped-back zero-copy data anyway, so the notification would be
+        // pure cost (decisions.md, "Zero-copy over loopback").
+        let zc = self.features.send_zc && buf.has_guard() && (self.zero_copy_local || !c.peer_is_local());
         c.send = Some(InFlightSend::new(buf, zc));
         self.push_send(&mut c);
         self.put(c);
@@ -850,6 +854,7 @@ impl Driver for UringDriver {
             fixed,
             conns: Vec::new(),
             max_conns: cfg.max_connections(),
+            zero_copy_local: cfg.zero_copy_local(),
             starved: VecDeque::new(),
             retry: VecDeque::new(),
             deferred: VecDeque::new(),
@@ -904,9 +909,14 @@ impl Driver for UringDriver {
         if self.shut {
             return Ok(());
         }
-        // Buffers came back since the last pass: starved receives may go again.
-        self.rearm_starved(u64::MAX);
-        self.udp_rearm_starved(u64::MAX);
+        // Buffers came back since the last pass: starved receives may go again (the common
+        // case, nothing starved, is an inline check).
+        if !self.starved.is_empty() {
+            self.rearm_starved(u64::MAX);
+        }
+        if !self.udp.starved.is_empty() {
+            self.udp_rearm_starved(u64::MAX);
+        }
         self.arm_wake();
         self.drain_retry();
         // Never sleep with completions to hand out or entries not yet in the SQ.

@@ -36,6 +36,12 @@ fn send_zc_supported(test: &str) -> bool {
     ok
 }
 
+/// Defaults, plus zero-copy to local peers: every test here talks over loopback, where the
+/// driver otherwise copies (`Config::zero_copy_local`).
+fn zc_config() -> Config {
+    Config::builder().zero_copy_local(true).build().unwrap()
+}
+
 /// A guard that counts its drops.
 struct CountedGuard {
     data: Vec<u8>,
@@ -153,7 +159,7 @@ fn guarded_send_goes_out_zero_copy_and_keeps_the_guard_until_sent() {
     if !send_zc_supported("guarded_send_goes_out_zero_copy_and_keeps_the_guard_until_sent") {
         return;
     }
-    let mut d = driver(&Config::builder().build().unwrap());
+    let mut d = driver(&zc_config());
     assert!(d.capabilities().zero_copy);
     let drops = Arc::new(AtomicU32::new(0));
     let mut sink = ZcSink::new(&drops);
@@ -194,7 +200,7 @@ fn many_zero_copy_sends_to_a_slow_reader_arrive_in_order() {
         return;
     }
     const SENDS: usize = 200;
-    let mut d = driver(&Config::builder().build().unwrap());
+    let mut d = driver(&zc_config());
     let drops = Arc::new(AtomicU32::new(0));
     let mut sink = ZcSink::new(&drops);
     let (server, client) = pair();
@@ -232,9 +238,33 @@ fn many_zero_copy_sends_to_a_slow_reader_arrive_in_order() {
     d.shutdown();
 }
 
+#[test]
+fn guarded_send_to_a_loopback_peer_is_copied_by_default() {
+    let _s = serial();
+    let _w = watchdog("guarded_send_to_a_loopback_peer_is_copied_by_default", 60);
+    let mut d = driver(&Config::builder().build().unwrap());
+    let drops = Arc::new(AtomicU32::new(0));
+    let mut sink = ZcSink::new(&drops);
+    let (server, client) = pair();
+    let k = key(7);
+    d.submit(Op::Adopt { conn: k, stream: server }).unwrap();
+    let (buf, data) = guarded_buf(64 * 1024, 9, &drops);
+    let total = data.len();
+    d.submit(Op::Send { conn: k, buf }).unwrap();
+    let reader = spawn_reader(client, total, Duration::ZERO);
+    park_zc(&mut d, &mut sink, LIMIT, |s| s.sent() == 1);
+    assert!(reader.join().unwrap() == data, "bytes differ or are out of order");
+    assert_eq!(d.stats().zero_copy_sends, 0, "a loopback peer got a zero-copy send: {:?}", d.stats());
+    sink.bufs.clear();
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    d.submit(Op::Close { conn: k, abort: false }).unwrap();
+    park_zc(&mut d, &mut sink, LIMIT, |s| s.closed() == 1);
+    d.shutdown();
+}
+
 /// Closes a connection whose zero-copy send is stuck on a peer that does not read.
 fn close_with_zero_copy_in_flight(abort: bool) {
-    let mut d = driver(&Config::builder().build().unwrap());
+    let mut d = driver(&zc_config());
     let baseline = fd_count();
     let drops = Arc::new(AtomicU32::new(0));
     let mut sink = ZcSink::new(&drops);
@@ -309,7 +339,7 @@ fn zero_copy_send_over_iov_max_is_continued_and_reported_once() {
     if !send_zc_supported("zero_copy_send_over_iov_max_is_continued_and_reported_once") {
         return;
     }
-    let mut d = driver(&Config::builder().build().unwrap());
+    let mut d = driver(&zc_config());
     let drops = Arc::new(AtomicU32::new(0));
     let mut sink = ZcSink::new(&drops);
     let (server, client) = pair();

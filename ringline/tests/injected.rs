@@ -254,7 +254,8 @@ mod with_faults {
     fn guard_lifetime(variant: u8) {
         GUARD_DROPS.store(0, Ordering::SeqCst);
         *TOKEN.lock().unwrap() = None;
-        let cfg = config().workers(1).send_queue_limit(128 << 20).zero_copy_threshold(4096);
+        let cfg =
+            config().workers(1).send_queue_limit(128 << 20).zero_copy_threshold(4096).zero_copy_local(true);
         let server = Server::start::<GuardedSender>(cfg);
         server.shutdown.enable_event_log();
         let mut c = client(server.addr);

@@ -217,7 +217,8 @@ mod real_ops {
     use super::common::{Echo, backend_label, client, config, pattern, round_trip, stop};
 
     pub(super) fn cross_check(f: &Features) {
-        let cfg = config().workers(1).backend(BackendChoice::Uring).zero_copy_threshold(4096);
+        let cfg =
+            config().workers(1).backend(BackendChoice::Uring).zero_copy_threshold(4096).zero_copy_local(true);
         let launched =
             RinglineBuilder::new(cfg.build().unwrap()).bind("127.0.0.1:0".parse().unwrap()).launch::<Echo>();
         let (shutdown, handles) = match launched {

@@ -90,7 +90,11 @@ impl AsyncEventHandler for Gather {
 fn a_gathered_send_of_copies_and_guards_arrives_in_order_and_holds_its_guards() {
     let _w = Watchdog::new("a_gathered_send_of_copies_and_guards", 60);
     let server = Server::start::<Gather>(
-        config().workers(1).zero_copy_threshold(4096).socket_buffers(Some(64 * 1024), None),
+        config()
+            .workers(1)
+            .zero_copy_threshold(4096)
+            .zero_copy_local(true)
+            .socket_buffers(Some(64 * 1024), None),
     );
     let mut c = client(server.addr);
     // Lock the client's receive buffer small: with autotuning up to `tcp_rmem`'s maximum (32 MiB
