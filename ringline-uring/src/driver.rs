@@ -44,9 +44,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 const MAX_BUSY_RETRIES: u32 = 64;
 /// Received chunks of at least this many bytes are lent to the core instead of copied (the
 /// buffer is replaced in the ring by a new allocation, freed later by whoever holds the bytes).
-/// Measured (docs/benchmarks.md, 2026-12-04 "Receive buffers lent"): below 8 KiB lending counts
-/// more instructions than the copy it saves (callgrind, +22 % per 4 KiB echo) for a time saving
-/// of about 0.1 µs; from 16 KiB on it removes most of the worker's instructions.
+/// Measured (docs/benchmarks.md, "receive buffers lent to the core"): below 8 KiB lending counts
+/// more instructions than the copy it saves (callgrind: +22 % per 4 KiB echo, +9 % at 8 KiB)
+/// for a time saving of about 0.1 µs; from 16 KiB on it removes most of the worker's
+/// instructions.
 const LEND_MIN_BYTES: usize = 8192;
 /// A lent buffer holds at most this many times the bytes it carries (chunks smaller than
 /// `size / LEND_MAX_WASTE` are copied), so large configured buffers do not multiply memory.
