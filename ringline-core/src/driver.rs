@@ -24,6 +24,13 @@
 //!    error). No `Recv` follows a `RecvEnd`. The core copies `data` before `complete` returns.
 //!    `RecvStart` after a pause resumes; after `RecvEnd` it is ignored. A backend that runs out of
 //!    receive buffers reports [`Completion::RecvStarved`] and resumes by itself when buffers return.
+//!    **Lending.** Instead of a `Recv`, a backend may deliver a chunk in memory it gives away, with
+//!    [`CompletionSink::recv_owned`]: the chunk is the whole `Vec` (its length), it takes the place
+//!    of a `Recv` in the order above, and from the call on nothing else (the kernel included) may
+//!    read or write that memory: a provided-buffer ring entry that named it points at other
+//!    memory before the kernel can pick it again. The core either keeps the `Vec` (`None`) or
+//!    copies the bytes before returning and hands the `Vec` back (`Some`), for the backend to
+//!    reuse or free. Every other rule of `Recv` (keys, pause, end of stream) applies unchanged.
 //! 6. **Sending.** The core keeps at most one [`Op::Send`] in flight per connection. The backend
 //!    writes every byte of the [`SendBuf`] (continuing partial writes itself, in order) and then
 //!    returns it once in [`Completion::Sent`] with `Ok(total_len)`, or with the error that stopped
@@ -274,7 +281,8 @@ impl Op {
 /// One result from the backend to the core, delivered during [`Driver::park`].
 #[derive(Debug)]
 pub enum Completion<'a> {
-    /// Bytes received, in stream order. The core copies them before returning.
+    /// Bytes received, in stream order. The core copies them before returning (see
+    /// [`CompletionSink::recv_owned`] for bytes in a buffer the backend gives away).
     Recv {
         /// The connection.
         conn: ConnKey,
@@ -373,6 +381,17 @@ pub enum Completion<'a> {
 pub trait CompletionSink {
     /// Handles one completion.
     fn complete(&mut self, c: Completion<'_>);
+
+    /// Bytes received into memory the backend gives away: a [`Completion::Recv`] of `data`
+    /// whose buffer the core may keep instead of copying it (obligation 5, lending).
+    ///
+    /// Returns `None` when the core kept `data`, or `Some(data)` once the bytes were copied (or
+    /// dropped, for a stale key or a closed read side), handing the buffer back to the backend.
+    /// The default copies through [`CompletionSink::complete`] and hands the buffer back.
+    fn recv_owned(&mut self, conn: ConnKey, data: Vec<u8>) -> Option<Vec<u8>> {
+        self.complete(Completion::Recv { conn, data: &data });
+        Some(data)
+    }
 }
 
 /// Why [`Driver::submit`] refused an operation.
@@ -408,6 +427,9 @@ pub struct BackendStats {
     pub recv_buffers_free: u64,
     /// Receive buffers in the ring (gauge).
     pub recv_buffers_total: u64,
+    /// Received chunks whose buffer was given to the core instead of copied (see
+    /// [`CompletionSink::recv_owned`]).
+    pub recv_buffers_lent: u64,
     /// Waits or submits retried after `EINTR`/`EAGAIN`/`EBUSY`.
     pub submit_retries: u64,
     /// Submission-queue-full events answered by submit-and-retry.

@@ -18,7 +18,8 @@
 //!   condition variable until its timeout, an unpark, or activity on the net.
 //! * **Hooks.** [`MockNet::refuse_next_submits`], [`MockNet::inject`] (completions for any key,
 //!   stale ones included), [`MockNet::reorder_completions`], [`MockNet::set_recv_chunk`],
-//!   [`MockNet::set_write_chunk`].
+//!   [`MockNet::set_write_chunk`], [`MockNet::lend_recv_from`] (chunks delivered in owned buffers
+//!   through [`CompletionSink::recv_owned`], as the io_uring backend lends its ring buffers).
 //! * **Contract checks.** Operations the contract forbids (a second `Send` in flight, a second
 //!   `Close`, operations on unknown keys, a slot reused before its `Closed`) are recorded in
 //!   [`MockNet::violations`], which tests should assert empty.
@@ -64,6 +65,13 @@ static GLOBAL: Mutex<Option<MockNet>> = Mutex::new(None);
 pub enum Injected {
     /// `Completion::Recv`.
     Recv {
+        /// The key to report.
+        conn: ConnKey,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// `CompletionSink::recv_owned`: the bytes in a buffer handed to the core.
+    RecvOwned {
         /// The key to report.
         conn: ConnKey,
         /// The bytes.
@@ -137,6 +145,11 @@ struct NetState {
     refused: u64,
     injected: VecDeque<Injected>,
     recv_chunk: usize,
+    /// Chunks of at least this many bytes go through `recv_owned`.
+    lend_from: Option<usize>,
+    /// Owned chunks the core kept / handed back.
+    lent_kept: u64,
+    lent_returned: u64,
     write_chunk: Option<usize>,
     reorder: bool,
     next_port: u16,
@@ -329,6 +342,19 @@ impl MockNet {
     /// Size of the `Recv` chunks peers' bytes are delivered in (at least 1).
     pub fn set_recv_chunk(&self, n: usize) {
         self.poke(|st| st.recv_chunk = n.max(1));
+    }
+
+    /// Delivers received chunks of at least `min` bytes (`None`: none) in owned buffers through
+    /// [`CompletionSink::recv_owned`] instead of `Completion::Recv`, like a backend lending its
+    /// receive buffers. Each buffer has room for a whole chunk of [`MockNet::set_recv_chunk`].
+    pub fn lend_recv_from(&self, min: Option<usize>) {
+        self.poke(|st| st.lend_from = min);
+    }
+
+    /// Owned receive buffers (see [`MockNet::lend_recv_from`]) the core kept, and handed back.
+    pub fn lent_buffers(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.lent_kept, st.lent_returned)
     }
 
     /// Bytes written per step of a send (`None`: all at once); smaller values exercise the
@@ -545,6 +571,7 @@ struct DConn {
 /// A completion owned by the driver until delivery.
 enum Done {
     Recv(ConnKey, Vec<u8>),
+    RecvOwned(ConnKey, Vec<u8>),
     RecvEnd(ConnKey, io::Result<()>),
     Sent(ConnKey, SendBuf, io::Result<usize>),
     Connected(ConnKey, io::Result<SocketAddr>),
@@ -561,6 +588,7 @@ impl Done {
     fn key(&self) -> ConnKey {
         match self {
             Done::Recv(k, _)
+            | Done::RecvOwned(k, _)
             | Done::RecvEnd(k, _)
             | Done::Sent(k, ..)
             | Done::Connected(k, _)
@@ -572,9 +600,11 @@ impl Done {
         }
     }
 
-    fn deliver(self, sink: &mut dyn CompletionSink) {
+    /// Delivers the completion; for an owned chunk, whether the core kept its buffer.
+    fn deliver(self, sink: &mut dyn CompletionSink) -> Option<bool> {
         match self {
             Done::Recv(conn, data) => sink.complete(Completion::Recv { conn, data: &data }),
+            Done::RecvOwned(conn, data) => return Some(sink.recv_owned(conn, data).is_none()),
             Done::RecvEnd(conn, result) => sink.complete(Completion::RecvEnd { conn, result }),
             Done::Sent(conn, buf, result) => sink.complete(Completion::Sent { conn, buf, result }),
             Done::Connected(conn, result) => sink.complete(Completion::Connected { conn, result }),
@@ -592,12 +622,14 @@ impl Done {
                 buf,
             }),
         }
+        None
     }
 }
 
 fn injected(c: Injected) -> Done {
     match c {
         Injected::Recv { conn, data } => Done::Recv(conn, data),
+        Injected::RecvOwned { conn, data } => Done::RecvOwned(conn, data),
         Injected::RecvEnd { conn, error } => {
             Done::RecvEnd(conn, error.map_or(Ok(()), |k| Err(io::Error::from(k))))
         }
@@ -875,7 +907,13 @@ impl MockDriver {
                     break;
                 }
                 let n = p.to_server.len().min(st.recv_chunk);
-                out.push(Done::Recv(key, p.to_server.drain(..n).collect()));
+                if st.lend_from.is_some_and(|min| n >= min) {
+                    let mut buf = Vec::with_capacity(st.recv_chunk);
+                    buf.extend(p.to_server.drain(..n));
+                    out.push(Done::RecvOwned(key, buf));
+                } else {
+                    out.push(Done::Recv(key, p.to_server.drain(..n).collect()));
+                }
                 any = true;
             }
             if p.to_server.is_empty() && p.fin {
@@ -954,8 +992,19 @@ impl Driver for MockDriver {
                 }
                 drop(st);
                 net.inner.peer_cv.notify_all();
+                let (mut kept, mut returned) = (0, 0);
                 for d in out {
-                    d.deliver(sink);
+                    match d.deliver(sink) {
+                        Some(true) => kept += 1,
+                        Some(false) => returned += 1,
+                        None => {}
+                    }
+                }
+                if kept + returned > 0 {
+                    self.stats.recv_buffers_lent += kept + returned;
+                    let mut st = net.lock();
+                    st.lent_kept += kept;
+                    st.lent_returned += returned;
                 }
                 return Ok(());
             }

@@ -1,5 +1,5 @@
 //! Connection I/O over the `MockDriver`: echo, send ordering, close after drain, slot reuse with
-//! stale completions, refused submissions, outbound connects.
+//! stale completions, refused submissions, outbound connects, receive buffers lent by the backend.
 #![cfg(feature = "testing")]
 
 mod common;
@@ -258,13 +258,14 @@ fn stale_completions_never_reach_the_new_occupant() {
         Injected::RecvEnd { conn: old, error: Some(std::io::ErrorKind::ConnectionReset) },
         Injected::Closed { conn: old },
         Injected::Recv { conn: ConnKey { index: 77, generation: 0 }, data: b"NOWHERE".to_vec() },
+        Injected::RecvOwned { conn: old, data: b"STALE".to_vec() },
     ] {
         rt.net.inject(inj);
     }
     assert!(wait_for(WAIT, || rt.net.injected_delivered()));
     p2.send(b"fresh").unwrap();
     assert_eq!(p2.read_exact(5, WAIT).unwrap(), b"fresh");
-    assert!(wait_for(WAIT, || rt.metrics().stale_completions >= before + 6));
+    assert!(wait_for(WAIT, || rt.metrics().stale_completions >= before + 7));
     let m = rt.metrics();
     assert_eq!(m.connections_open, 1, "the stale Closed did not release the new occupant");
     assert!(!p2.is_closed());
@@ -275,8 +276,9 @@ fn stale_completions_never_reach_the_new_occupant() {
     let of_new: Vec<Vec<u8>> =
         log.iter().filter(|(g, _)| *g == new.generation).map(|(_, d)| d.clone()).collect();
     assert_eq!(of_new, vec![b"fresh".to_vec(), b"<eof>".to_vec()]);
+    assert_eq!(rt.net.lent_buffers(), (0, 1), "the stale owned chunk was handed back");
     let m = rt.stop();
-    assert!(m.stale_completions >= 6);
+    assert!(m.stale_completions >= 7);
     assert_eq!(m.connections_closed, 2);
 }
 
@@ -378,4 +380,107 @@ fn reordered_completions_keep_each_stream_intact() {
     assert!(sends.get().iter().all(|(len, r)| r == &Ok(*len)));
     let m = rt.stop();
     assert_eq!(m.connections_closed, 4);
+}
+
+/// Echoes with `recv` + `send_owned` until end of stream.
+fn recv_echo() -> Hooks {
+    Hooks {
+        accept: Box::new(|conn| {
+            Box::pin(async move {
+                while let Ok(data) = conn.recv().await {
+                    if data.is_empty() || conn.send_owned(data).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        }),
+        ..Hooks::default()
+    }
+}
+
+/// A chunk delivered in an owned buffer while the accumulator is empty becomes the accumulator
+/// (the core keeps the buffer, nothing is handed back) and `recv` returns exactly its bytes.
+#[test]
+fn lent_chunk_is_adopted_by_an_empty_accumulator() {
+    let _w = watchdog("lent_chunk_is_adopted_by_an_empty_accumulator");
+    let rt = start(cfg(), recv_echo);
+    rt.net.set_recv_chunk(8192);
+    rt.net.lend_recv_from(Some(4096));
+    let peer = rt.net.connect_inbound(&rt.worker).unwrap();
+    let mut expected = Vec::new();
+    for (i, n) in [8192usize, 5000, 100, 4096].into_iter().enumerate() {
+        let payload = pattern(n, i as u8);
+        peer.send(&payload).unwrap();
+        assert_eq!(peer.read_exact(n, WAIT).unwrap(), payload, "echo of message {i} ({n} bytes)");
+        expected.extend_from_slice(&payload);
+    }
+    assert_eq!(rt.net.lent_buffers(), (3, 0), "three large chunks adopted, the small one copied");
+    peer.fin();
+    assert!(peer.wait_closed(WAIT));
+    let m = rt.stop();
+    assert_eq!(m.bytes_received as usize, expected.len());
+    assert_eq!(peer.written(), expected);
+}
+
+/// A chunk in an owned buffer that arrives behind bytes still buffered (a frame not complete
+/// yet) is appended in order and its buffer handed back; the frames echo byte-exact.
+#[test]
+fn lent_chunk_behind_buffered_bytes_is_appended_and_handed_back() {
+    let _w = watchdog("lent_chunk_behind_buffered_bytes_is_appended_and_handed_back");
+    let sends = Log::default();
+    let s2 = sends.clone();
+    let rt = start(cfg(), move || Hooks { accept: frame_echo(s2), ..Hooks::default() });
+    rt.net.set_recv_chunk(4096);
+    rt.net.lend_recv_from(Some(1024));
+    let peer = rt.net.connect_inbound(&rt.worker).unwrap();
+    // 1. A frame header alone: a small chunk, copied into the accumulator.
+    let payload = pattern(3 * 4096, 7);
+    let framed = frame(&payload);
+    peer.send(&framed[..100]).unwrap();
+    assert!(wait_for(WAIT, || rt.metrics().bytes_received == 100));
+    assert_eq!(rt.net.lent_buffers(), (0, 0));
+    // 2. The rest: three full chunks land behind the buffered 100 bytes, copied and handed back.
+    peer.send(&framed[100..]).unwrap();
+    assert_eq!(peer.read_exact(payload.len(), WAIT).unwrap(), payload);
+    let (kept, returned) = rt.net.lent_buffers();
+    assert_eq!(kept, 0, "the accumulator was never empty when a lent chunk came");
+    assert_eq!(returned, 3);
+    // 3. The next frame starts on an empty accumulator: its first chunk is adopted.
+    let second = pattern(4092, 8);
+    peer.send(&frame(&second)).unwrap();
+    assert_eq!(peer.read_exact(second.len(), WAIT).unwrap(), second);
+    assert_eq!(rt.net.lent_buffers(), (1, 3));
+    peer.fin();
+    assert!(peer.wait_closed(WAIT));
+    let m = rt.stop();
+    assert_eq!(m.bytes_received as usize, framed.len() + second.len() + 4);
+}
+
+/// Lent and copied chunks over many connections at once: every stream echoes byte-exact and in
+/// order, whichever path each chunk took.
+#[test]
+fn lent_chunks_over_many_connections_keep_every_stream_intact() {
+    let _w = watchdog("lent_chunks_over_many_connections_keep_every_stream_intact");
+    let rt = start(cfg(), recv_echo);
+    rt.net.set_recv_chunk(3000);
+    rt.net.lend_recv_from(Some(2000));
+    rt.net.reorder_completions(true);
+    let peers: Vec<_> = (0..16).map(|_| rt.net.connect_inbound(&rt.worker).unwrap()).collect();
+    let streams: Vec<Vec<u8>> = (0..peers.len()).map(|i| pattern(64 * 1024 + i * 777, i as u8)).collect();
+    for round in 0..8 {
+        for (peer, data) in peers.iter().zip(&streams) {
+            let step = data.len().div_ceil(8);
+            let part = &data[(round * step).min(data.len())..((round + 1) * step).min(data.len())];
+            peer.send(part).unwrap();
+        }
+    }
+    for (i, (peer, data)) in peers.iter().zip(&streams).enumerate() {
+        assert_eq!(&peer.read_exact(data.len(), WAIT).unwrap(), data, "stream {i}");
+        peer.fin();
+        assert!(peer.wait_closed(WAIT));
+    }
+    let (kept, returned) = rt.net.lent_buffers();
+    assert!(kept > 0, "some chunks were adopted ({kept}, {returned})");
+    let m = rt.stop();
+    assert_eq!(m.bytes_received as usize, streams.iter().map(Vec::len).sum::<usize>());
 }

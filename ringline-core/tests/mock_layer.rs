@@ -101,6 +101,9 @@ fn a_layered_connect_handshakes_encrypts_decrypts_and_sends_its_close_alert() {
     let o2 = out.clone();
     let net = MockNet::new();
     net.listen(addr);
+    // Every chunk comes in an owned buffer: a layered connection decrypts it like a borrowed one
+    // and hands the buffer back.
+    net.lend_recv_from(Some(1));
     let rt = start_on(net, cfg().send_pool(2, 64), move || Hooks {
         start: Some(Box::new(move || {
             Box::pin(async move {
@@ -134,6 +137,9 @@ fn a_layered_connect_handshakes_encrypts_decrypts_and_sends_its_close_alert() {
     assert!(peer.wait_closed(WAIT), "the task returned and closed");
     assert_eq!(peer.written()[2 + 300 + 4..], b"BYE"[..], "close alert before the close");
     assert_eq!(out.get(), vec!["reply|false".to_string()]);
+    let (kept, returned) = rt.net.lent_buffers();
+    assert_eq!(kept, 0, "a layered connection never keeps the wire bytes' buffer");
+    assert!(returned >= 2, "the handshake reply and the records came in owned buffers ({returned})");
     let m = rt.stop();
     assert_eq!(m.connections_connected, 1);
     assert_eq!(m.tls_handshake_failures, 0);

@@ -39,8 +39,8 @@ pub struct MioDriver {
     ready: Vec<ConnKey>,
     /// The spare list swapped with `ready` each pass, to keep its allocation.
     spare: Vec<ConnKey>,
-    /// Read buffer shared by every connection: `recv_buffers().1` bytes.
-    scratch: Box<[u8]>,
+    /// Read buffer shared by every connection: `recv_buffers().1` bytes (lent when large).
+    scratch: recv::ReadBuf,
     /// Reusable iovec array for gathered writes; always empty between calls.
     iov: Vec<libc::iovec>,
     stats: BackendStats,
@@ -236,7 +236,7 @@ impl Driver for MioDriver {
             ops: VecDeque::new(),
             ready: Vec::new(),
             spare: Vec::new(),
-            scratch: vec![0u8; cfg.recv_buffers().1.max(1)].into_boxed_slice(),
+            scratch: recv::ReadBuf::new(cfg.recv_buffers().1),
             iov: Vec::with_capacity(send::MAX_IOVECS),
             stats: BackendStats::default(),
             udp: crate::udp::MioUdp::new(cfg.udp_recv_buffers().1),

@@ -13,8 +13,10 @@
 //!   `ConnKey::to_u64()`, so an event for a previous occupant of a slot is recognised by its
 //!   generation and dropped (counted in `stale_completions`).
 //! - Readiness is edge-triggered: per-connection `readable`/`writable` flags are set by events and
-//!   cleared only when a call returns `WouldBlock`. Reads go through one worker-owned scratch buffer
-//!   of `Config::recv_buffers().1` bytes and are capped per connection and per park so one
+//!   cleared only when a call returns `WouldBlock`. Reads go through one worker-owned read buffer
+//!   of `Config::recv_buffers().1` bytes (a read of 8 KiB or more is handed to the core in that
+//!   buffer, with no copy, and a new one takes its place) and are capped per connection and per
+//!   park so one
 //!   firehosing peer cannot starve the others; a capped connection keeps the next park from
 //!   blocking.
 //! - Sends are gathered `sendmsg` calls with `MSG_NOSIGNAL` straight from the memory of the

@@ -1,11 +1,14 @@
 //! The provided-buffer ring: `count` receive buffers of `size` bytes handed to the kernel through a
 //! ring registered with `IORING_REGISTER_PBUF_RING`.
 //!
-//! Both the ring of descriptors and the buffer memory are anonymous `mmap`s, so they are page
-//! aligned and never move. The kernel picks a buffer for each multishot receive completion; the
-//! driver copies the bytes out at once and returns the id with [`BufRing::release`] in the same
-//! iteration (PITFALLS P10, P11). The memory is unmapped only after [`BufRing::unregister`]
-//! succeeded; a ring that could not be unregistered is leaked on purpose.
+//! The ring of descriptors is an anonymous `mmap` (page aligned, never moves). Each buffer is its
+//! own heap allocation (the memory of a `Vec<u8>`), so a buffer can be given away whole: the
+//! kernel picks a buffer for each multishot receive completion; the driver either copies the bytes
+//! out at once ([`BufRing::data`]) or lends the buffer's memory to the core ([`BufRing::lend`]),
+//! which puts other memory in its place; either way the id goes back with [`BufRing::release`] in
+//! the same iteration (PITFALLS P10, P11), so no handler ever holds a ring entry. Buffers in the
+//! ring are freed only after [`BufRing::unregister`] succeeded; a ring that could not be
+//! unregistered is leaked on purpose.
 
 use std::io;
 use std::mem::ManuallyDrop;
@@ -56,16 +59,53 @@ impl Drop for Mapping {
     }
 }
 
+/// One receive buffer: the memory of a `Vec<u8>` (`cap` bytes, length 0), owned by the ring
+/// without a live `Vec`, since the kernel may write it while it is in the ring.
+struct HeapBuf {
+    ptr: *mut u8,
+    cap: usize,
+}
+
+impl HeapBuf {
+    /// Takes over the memory of `v` (its bytes are forgotten).
+    fn from_vec(v: Vec<u8>) -> HeapBuf {
+        let mut v = ManuallyDrop::new(v);
+        HeapBuf { ptr: v.as_mut_ptr(), cap: v.capacity() }
+    }
+
+    /// Gives the memory back as a `Vec` whose first `len` bytes are the buffer's.
+    ///
+    /// # Safety
+    /// - `len <= cap` and the first `len` bytes were written (by the kernel, before the
+    ///   completion that named this buffer);
+    /// - nothing (the kernel included) reads or writes the memory any more, and `self` is not
+    ///   used again.
+    unsafe fn into_vec(self, len: usize) -> Vec<u8> {
+        // SAFETY:
+        // - `ptr`/`cap` come from a `Vec<u8>` of the global allocator (`from_vec`), never freed
+        //   since; `len <= cap` and those bytes are initialized (caller).
+        unsafe { Vec::from_raw_parts(self.ptr, len, self.cap) }
+    }
+}
+
 /// A registered ring of provided receive buffers (buffer group `bgid`).
 pub(crate) struct BufRing {
     ring: ManuallyDrop<Mapping>,
-    bufs: ManuallyDrop<Mapping>,
+    /// Buffer `bid` is `bufs[bid]`; each at least `buf_size` bytes.
+    bufs: Vec<HeapBuf>,
+    /// `out[bid]`: a completion handed buffer `bid` out and it was not released yet, so the kernel
+    /// does not touch it.
+    out: Vec<bool>,
+    /// A buffer handed back by the core, the next replacement for a lent one (never in the ring).
+    spare: Option<Vec<u8>>,
     entries: u16,
     buf_size: usize,
     /// Next tail value to publish (kept locally; the kernel only reads it).
     tail: u16,
     /// Buffers currently in the ring (not handed out by a completion yet).
     free: usize,
+    /// Buffers lent to the core so far.
+    lent: u64,
     bgid: u16,
     registered: bool,
 }
@@ -77,14 +117,17 @@ impl BufRing {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad provided-buffer ring size"));
         }
         let ring = Mapping::new(count * std::mem::size_of::<BufRingEntry>())?;
-        let bufs = Mapping::new(count * size)?;
+        let bufs = (0..count).map(|_| HeapBuf::from_vec(Vec::with_capacity(size))).collect();
         Ok(BufRing {
             ring: ManuallyDrop::new(ring),
-            bufs: ManuallyDrop::new(bufs),
+            bufs,
+            out: vec![false; count],
+            spare: None,
             entries: count as u16,
             buf_size: size,
             tail: 0,
             free: 0,
+            lent: 0,
             bgid,
             registered: false,
         })
@@ -137,32 +180,83 @@ impl BufRing {
         self.free
     }
 
-    /// Notes that a completion handed out buffer `bid`; returns false for an id out of range.
+    /// Size of each buffer.
+    pub(crate) fn buf_size(&self) -> usize {
+        self.buf_size
+    }
+
+    /// Buffers lent to the core so far.
+    pub(crate) fn lent(&self) -> u64 {
+        self.lent
+    }
+
+    /// Notes that a completion handed out buffer `bid`; false for an id out of range or one that
+    /// is already out (then the completion must not use it).
     pub(crate) fn taken(&mut self, bid: u16) -> bool {
-        if usize::from(bid) >= self.count() {
-            return false;
+        match self.out.get_mut(usize::from(bid)) {
+            Some(out) if !*out => {
+                *out = true;
+                self.free = self.free.saturating_sub(1);
+                true
+            }
+            _ => false,
         }
-        self.free = self.free.saturating_sub(1);
-        true
     }
 
-    /// The first `len` bytes of buffer `bid` (clamped to the buffer size).
+    fn is_out(&self, bid: u16) -> bool {
+        self.out.get(usize::from(bid)).copied().unwrap_or(false)
+    }
+
+    /// The first `len` bytes of buffer `bid` (clamped to the buffer size), which a completion
+    /// handed out (`taken`); empty for any other id.
     pub(crate) fn data(&self, bid: u16, len: usize) -> &[u8] {
-        let bid = usize::from(bid);
-        assert!(bid < self.count(), "buffer id out of range");
+        if !self.is_out(bid) {
+            return &[];
+        }
         let len = len.min(self.buf_size);
+        let buf = &self.bufs[usize::from(bid)];
         // SAFETY:
-        // - `bid < count`, so `bid * buf_size + len` stays inside the `count * buf_size` mapping;
-        // - the kernel wrote these bytes before posting the completion that named `bid`, and it
-        //   does not touch the buffer again until `release` puts it back in the ring.
-        unsafe { std::slice::from_raw_parts(self.bufs.ptr.as_ptr().add(bid * self.buf_size), len) }
+        // - `bid` is out (checked above): the kernel wrote these bytes before posting the
+        //   completion that named `bid`, and does not touch the buffer until `release` puts it
+        //   back in the ring;
+        // - `len <= buf_size <= cap`, so the slice stays inside the buffer's allocation.
+        unsafe { std::slice::from_raw_parts(buf.ptr, len) }
     }
 
-    /// Returns buffer `bid` to the kernel (after `taken`).
+    /// Gives away the memory of buffer `bid` holding `len` bytes (clamped to the buffer size),
+    /// which a completion handed out (`taken`), and puts other memory in its place: the spare
+    /// buffer or a new allocation. `None` for an id that is not out. `release` then puts the new
+    /// memory in the ring under the same id.
+    pub(crate) fn lend(&mut self, bid: u16, len: usize) -> Option<Vec<u8>> {
+        if !self.is_out(bid) {
+            return None;
+        }
+        let len = len.min(self.buf_size);
+        let fresh = self.spare.take().unwrap_or_else(|| Vec::with_capacity(self.buf_size));
+        let old = std::mem::replace(&mut self.bufs[usize::from(bid)], HeapBuf::from_vec(fresh));
+        self.lent += 1;
+        // SAFETY:
+        // - `bid` is out (checked above), so the kernel wrote its first `len` bytes before the
+        //   completion and no ring entry names this memory: the entry for `bid` is rewritten by
+        //   `release` with the new buffer's address before the kernel can pick it again;
+        // - `len <= buf_size <= cap`; `old` was removed from `bufs`, so nothing here uses it again.
+        Some(unsafe { old.into_vec(len) })
+    }
+
+    /// Takes back a buffer the core did not keep, as the next replacement (or frees it).
+    pub(crate) fn give_back(&mut self, mut v: Vec<u8>) {
+        if self.spare.is_none() && v.capacity() >= self.buf_size {
+            v.clear();
+            self.spare = Some(v);
+        }
+    }
+
+    /// Returns buffer `bid` to the kernel (after `taken`); ignores ids that are not out.
     pub(crate) fn release(&mut self, bid: u16) {
-        if usize::from(bid) >= self.count() {
+        if !self.is_out(bid) {
             return;
         }
+        self.out[usize::from(bid)] = false;
         self.write_entry(bid);
         self.publish();
     }
@@ -172,14 +266,17 @@ impl BufRing {
         let mask = self.count() - 1;
         let slot = usize::from(self.tail) & mask;
         let entry = self.ring.ptr.as_ptr().cast::<BufRingEntry>();
-        let addr = self.bufs.ptr.as_ptr() as u64 + (usize::from(bid) * self.buf_size) as u64;
+        let addr = self.bufs[usize::from(bid)].ptr as u64;
         // SAFETY:
         // - `slot < count`, so the entry lies inside the ring mapping, which is suitably aligned
         //   (page aligned, entries of 16 bytes);
         // - the kernel reads only entries between its head and the published tail; `slot` is past
         //   the published tail, so nobody reads it concurrently;
         // - the setters write `addr`, `len` and `bid` only, never the `resv` field that doubles as
-        //   the tail of entry 0.
+        //   the tail of entry 0;
+        // - `addr` is buffer `bid`'s allocation of at least `buf_size` bytes, which the ring owns:
+        //   it is freed only after `unregister` (`Drop`), and `lend` moves it out of `bufs` only
+        //   while `bid` is out of the ring, putting other memory in its place.
         unsafe {
             let e = &mut *entry.add(slot);
             e.set_addr(addr);
@@ -214,12 +311,17 @@ impl Drop for BufRing {
             );
             return;
         }
+        for buf in self.bufs.drain(..) {
+            // SAFETY:
+            // - the ring is not registered, so the kernel no longer writes the buffers; each was
+            //   taken out of `bufs` here and is freed once, with length 0 (nothing initialized).
+            drop(unsafe { buf.into_vec(0) });
+        }
         // SAFETY:
-        // - the ring is not registered, so the kernel no longer reads the descriptors nor writes
-        //   the buffers; each field is dropped exactly once, here, and never used afterwards.
+        // - the ring is not registered, so the kernel no longer reads the descriptors; the field
+        //   is dropped exactly once, here, and never used afterwards.
         unsafe {
             ManuallyDrop::drop(&mut self.ring);
-            ManuallyDrop::drop(&mut self.bufs);
         }
     }
 }

@@ -9,6 +9,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
+
 use crate::buf::{PartMemory, SendBuf, SendPart};
 use crate::conn::CloseReason;
 use crate::conn::pool::SendPool;
@@ -156,6 +158,26 @@ impl ConnTable {
         c.wake_readers();
         self.mark_dirty(key);
         data.len()
+    }
+
+    /// Received bytes in a buffer the backend gave away: adopted as the accumulator when that is
+    /// empty (no copy), else appended like [`ConnTable::on_recv`] and handed back. Returns the
+    /// bytes accepted and the buffer to hand back, if any.
+    pub(crate) fn on_recv_owned(&mut self, key: ConnKey, data: Vec<u8>) -> (usize, Option<Vec<u8>>) {
+        let Some(c) = self.get(key) else {
+            self.stale += 1;
+            return (0, Some(data));
+        };
+        if c.read_end.is_some() || c.layer.is_some() || !c.acc.is_empty() {
+            let n = self.on_recv(key, &data);
+            return (n, Some(data));
+        }
+        let n = data.len();
+        // Zero-copy: the `Vec` becomes the `Bytes`' (then the accumulator's) buffer as it is.
+        c.acc = BytesMut::from(Bytes::from(data));
+        c.wake_readers();
+        self.mark_dirty(key);
+        (n, None)
     }
 
     /// The read side ended.

@@ -1,7 +1,7 @@
 //! The core's [`CompletionSink`]: backend completions applied to the connection table.
 
 use super::core::Core;
-use crate::driver::{Completion, CompletionSink};
+use crate::driver::{Completion, CompletionSink, ConnKey};
 use crate::metrics::WorkerCounters;
 
 /// Applies completions to one worker's state.
@@ -18,6 +18,15 @@ impl CompletionSink for CoreSink<'_> {
         if let Some((conn, event)) = after {
             self.core.runtime.events.record(self.core.worker, conn, || event);
         }
+    }
+
+    fn recv_owned(&mut self, conn: ConnKey, data: Vec<u8>) -> Option<Vec<u8>> {
+        #[cfg(feature = "testing")]
+        log_completion(self.core, &Completion::Recv { conn, data: &data });
+        let core = self.core;
+        let (n, back) = core.conns.borrow_mut().on_recv_owned(conn, data);
+        WorkerCounters::add(&core.counters().bytes_received, n as u64);
+        back
     }
 }
 

@@ -36,6 +36,11 @@ pub enum Event {
 #[derive(Default)]
 pub struct TestSink {
     pub events: Vec<Event>,
+    /// Keep the buffers of `recv_owned` (as the core does with an empty accumulator) instead of
+    /// copying and handing them back.
+    pub keep_owned: bool,
+    /// Buffers kept by `recv_owned`.
+    pub owned_kept: usize,
 }
 
 impl CompletionSink for TestSink {
@@ -63,6 +68,16 @@ impl CompletionSink for TestSink {
             Completion::Nvme { key, result, buf } => Event::Nvme(key, result, buf),
         };
         self.events.push(e);
+    }
+
+    fn recv_owned(&mut self, conn: ConnKey, data: Vec<u8>) -> Option<Vec<u8>> {
+        if !self.keep_owned {
+            self.complete(Completion::Recv { conn, data: &data });
+            return Some(data);
+        }
+        self.owned_kept += 1;
+        self.events.push(Event::Recv(conn, data));
+        None
     }
 }
 
