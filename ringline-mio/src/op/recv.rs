@@ -32,6 +32,11 @@ pub(crate) enum ReadOutcome {
 
 /// Reads while receiving and readable, delivering one `Recv` per read, until `WouldBlock`, the end
 /// of the stream, an error, or the per-park cap.
+///
+/// A read that fills less than `scratch` found the socket's receive queue drained, so the
+/// `read` that would only return `WouldBlock` is skipped: bytes arriving later raise a new edge.
+/// Not once an edge reported the read side closed (or an error): the end of the stream raises no
+/// further edge, so reading goes on until the read reports it.
 pub(crate) fn read_ready(conn: &mut Conn, scratch: &mut [u8], sink: &mut dyn CompletionSink) -> ReadOutcome {
     let key = conn.key;
     let (mut reads, mut bytes) = (0usize, 0usize);
@@ -47,6 +52,9 @@ pub(crate) fn read_ready(conn: &mut Conn, scratch: &mut [u8], sink: &mut dyn Com
             Ok(n) => {
                 reads += 1;
                 bytes += n;
+                if n < scratch.len() && !conn.read_closed {
+                    conn.readable = false;
+                }
                 sink.complete(Completion::Recv { conn: key, data: &scratch[..n] });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
