@@ -22,6 +22,9 @@ pub(crate) struct Conn {
     pub(crate) readable: bool,
     /// The last edge said writable and no write returned `WouldBlock` since.
     pub(crate) writable: bool,
+    /// An edge reported the read side closed or an error: reads go on until they say so, never
+    /// stopping early at a short read.
+    pub(crate) read_closed: bool,
     /// The send in flight (at most one), with its progress.
     pub(crate) send: Option<SendBuf>,
     /// Already on the driver's list of connections to service this park.
@@ -40,6 +43,7 @@ impl Conn {
             recv_ended: false,
             readable: false,
             writable: false,
+            read_closed: false,
             send: None,
             queued: false,
         }
@@ -50,6 +54,9 @@ impl Conn {
         // Errors and hang-ups are surfaced by the next read or write, so they count as readiness.
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.readable = true;
+        }
+        if event.is_read_closed() || event.is_error() {
+            self.read_closed = true;
         }
         if event.is_writable() || event.is_write_closed() || event.is_error() {
             self.writable = true;

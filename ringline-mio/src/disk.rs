@@ -85,21 +85,27 @@ impl Drop for Job {
 /// The disk state of one mio driver.
 pub(crate) struct MioDisk {
     shared: Arc<Shared>,
+    /// Operations submitted and not delivered yet; each produces exactly one `DiskDone` (a job
+    /// that never runs reports `ECANCELED` from its drop). At zero the shared queue is not locked.
+    in_flight: usize,
 }
 
 impl MioDisk {
     pub(crate) fn new(unpark: MioUnpark) -> MioDisk {
-        MioDisk { shared: Arc::new(Shared { done: Mutex::new(VecDeque::new()), unpark }) }
+        MioDisk { shared: Arc::new(Shared { done: Mutex::new(VecDeque::new()), unpark }), in_flight: 0 }
     }
 
     /// True when completions wait to be delivered.
     pub(crate) fn has_done(&self) -> bool {
-        !self.shared.done.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        self.in_flight > 0 && !self.shared.done.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     /// Hands a file operation to the blocking pool (a plain thread off a worker); answers an
     /// NVMe command with `Unsupported` at the next park.
     pub(crate) fn submit(&mut self, op: Op) {
+        if matches!(op, Op::File { .. } | Op::Nvme { .. }) {
+            self.in_flight += 1;
+        }
         match op {
             Op::File { key, op } => {
                 let job = Job { key, op: Some(op), shared: self.shared.clone() };
@@ -120,7 +126,11 @@ impl MioDisk {
 
     /// Delivers every finished operation.
     pub(crate) fn deliver(&mut self, sink: &mut dyn CompletionSink) {
+        if self.in_flight == 0 {
+            return;
+        }
         let done = std::mem::take(&mut *self.shared.done.lock().unwrap_or_else(|e| e.into_inner()));
+        self.in_flight = self.in_flight.saturating_sub(done.len());
         for d in done {
             match d {
                 DiskDone::File { key, result, buf, fd } => {

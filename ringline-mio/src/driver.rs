@@ -48,6 +48,8 @@ pub struct MioDriver {
     udp: crate::udp::MioUdp,
     /// File operations on the blocking pool (`disk.rs`).
     disk: crate::disk::MioDisk,
+    /// The last park ran its queued operations without polling for readiness first.
+    skipped_poll: bool,
     /// The driver is bound to its worker thread.
     _not_send: PhantomData<*const ()>,
 }
@@ -241,6 +243,7 @@ impl Driver for MioDriver {
             stats: BackendStats::default(),
             udp: crate::udp::MioUdp::new(cfg.udp_recv_buffers().1),
             disk: crate::disk::MioDisk::new(MioUnpark::new(disk_waker)),
+            skipped_poll: false,
             _not_send: PhantomData,
         })
     }
@@ -259,9 +262,17 @@ impl Driver for MioDriver {
     }
 
     fn park(&mut self, timeout: Option<Duration>, sink: &mut dyn CompletionSink) -> Result<(), Error> {
-        let timeout = if self.has_pending_work() { Some(Duration::ZERO) } else { timeout };
-        self.poll_events(timeout)?;
-        self.take_events();
+        // Operations queued since the last park (typically the sends the tasks just produced)
+        // would make this poll non-blocking anyway: run them without the `epoll_wait(0)` round
+        // trip, but never twice in a row, so readiness is still collected on a busy loop.
+        if !self.ops.is_empty() && !self.skipped_poll {
+            self.skipped_poll = true;
+        } else {
+            self.skipped_poll = false;
+            let timeout = if self.has_pending_work() { Some(Duration::ZERO) } else { timeout };
+            self.poll_events(timeout)?;
+            self.take_events();
+        }
         while let Some(op) = self.ops.pop_front() {
             self.run_op(op, sink);
         }

@@ -193,6 +193,9 @@ impl MioUdp {
 
     /// Services the sockets on the ready list; capped readers stay on it for the next park.
     pub(crate) fn service(&mut self, sink: &mut dyn CompletionSink) {
+        if self.ready.is_empty() {
+            return;
+        }
         let list = std::mem::take(&mut self.ready);
         for key in list {
             let Some(Some(s)) = self.socks.get_mut(key.index as usize) else { continue };

@@ -373,3 +373,40 @@ fn capped_reader_gets_a_fair_share_and_keeps_park_from_blocking() {
     assert!(max_per_park <= 16 * 4096, "one park read {max_per_park} bytes from one connection");
     assert!(s.bytes(k).iter().enumerate().all(|(i, b)| *b == pattern(i)));
 }
+
+/// A short read ends a pass without the `WouldBlock` read; the end of the stream must still be
+/// seen, whether the FIN arrived with the bytes or after the short read.
+#[test]
+fn end_of_stream_is_seen_after_a_short_read() {
+    let _w = watchdog(10);
+    let mut d = driver();
+    let mut s = Sink::default();
+    // FIN behind the bytes before the first park.
+    let (ours, mut peer) = pair();
+    let early = key(4);
+    d.submit(Op::Adopt { conn: early, stream: ours }).unwrap();
+    d.submit(Op::RecvStart { conn: early }).unwrap();
+    peer.write_all(b"short").unwrap();
+    peer.shutdown(Shutdown::Write).unwrap();
+    park_until(&mut d, &mut s, T, |s| !s.recv_ends(early).is_empty());
+    assert_eq!(s.bytes(early), b"short");
+    assert!(matches!(s.recv_ends(early)[..], [Ok(())]));
+    // FIN after the short read was delivered.
+    let (ours, mut late_peer) = pair();
+    let late = key(5);
+    d.submit(Op::Adopt { conn: late, stream: ours }).unwrap();
+    d.submit(Op::RecvStart { conn: late }).unwrap();
+    late_peer.write_all(b"first").unwrap();
+    park_until(&mut d, &mut s, T, |s| s.bytes(late).len() == 5);
+    late_peer.write_all(b" second").unwrap();
+    park_until(&mut d, &mut s, T, |s| s.bytes(late).len() == 12);
+    late_peer.shutdown(Shutdown::Write).unwrap();
+    park_until(&mut d, &mut s, T, |s| !s.recv_ends(late).is_empty());
+    assert_eq!(s.bytes(late), b"first second");
+    assert!(matches!(s.recv_ends(late)[..], [Ok(())]));
+    for k in [early, late] {
+        d.submit(Op::Close { conn: k, abort: false }).unwrap();
+        park_until(&mut d, &mut s, T, |s| s.closed(k) == 1);
+    }
+    drop(peer);
+}

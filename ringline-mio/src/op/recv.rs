@@ -92,6 +92,11 @@ pub(crate) enum ReadOutcome {
 
 /// Reads while receiving and readable, delivering each read (lent or as one `Recv`), until
 /// `WouldBlock`, the end of the stream, an error, or the per-park cap.
+///
+/// A read that fills less than the read buffer found the socket's receive queue drained, so the
+/// `read` that would only return `WouldBlock` is skipped: bytes arriving later raise a new edge.
+/// Not once an edge reported the read side closed (or an error): the end of the stream raises no
+/// further edge, so reading goes on until the read reports it.
 pub(crate) fn read_ready(conn: &mut Conn, buf: &mut ReadBuf, sink: &mut dyn CompletionSink) -> ReadOutcome {
     let key = conn.key;
     let (mut reads, mut bytes) = (0usize, 0usize);
@@ -107,6 +112,9 @@ pub(crate) fn read_ready(conn: &mut Conn, buf: &mut ReadBuf, sink: &mut dyn Comp
             Ok(n) => {
                 reads += 1;
                 bytes += n;
+                if n < buf.size && !conn.read_closed {
+                    conn.readable = false;
+                }
                 buf.deliver(conn, sink);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
