@@ -67,6 +67,9 @@ worker_metrics! {
     recv_buffers_free,
     /// Receive buffers in the ring (gauge).
     recv_buffers_total,
+    /// Received chunks the backend handed over in its own buffer (`CompletionSink::recv_owned`)
+    /// instead of as a slice to copy.
+    recv_buffers_lent,
     /// Receives paused by `recv_accumulator_limit`.
     recv_paused,
     /// Non-waiting sends refused for lack of pool slots.
@@ -146,6 +149,7 @@ impl WorkerCounters {
         Self::set(&self.recv_fallbacks, s.recv_fallbacks);
         Self::set(&self.recv_buffers_free, s.recv_buffers_free);
         Self::set(&self.recv_buffers_total, s.recv_buffers_total);
+        Self::set(&self.recv_buffers_lent, s.recv_buffers_lent);
         Self::set(&self.submit_retries, s.submit_retries);
         Self::set(&self.sq_full_retries, s.sq_full_retries);
         Self::set(&self.cq_overflows, s.cq_overflows);

@@ -283,7 +283,11 @@ impl Driver for MioDriver {
     }
 
     fn stats(&self) -> BackendStats {
-        BackendStats { stale_completions: self.stats.stale_completions + self.udp.stale, ..self.stats }
+        BackendStats {
+            stale_completions: self.stats.stale_completions + self.udp.stale,
+            recv_buffers_lent: self.scratch.lent(),
+            ..self.stats
+        }
     }
 
     fn set_nodelay(&mut self, conn: ConnKey, on: bool) -> io::Result<()> {

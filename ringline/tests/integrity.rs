@@ -264,6 +264,11 @@ fn recv_echo_of_64_mib_is_byte_exact_with_lent_buffers() {
     let m = server.shutdown.metrics();
     assert_eq!(sum(&m, |w| w.bytes_received), total, "bytes received on {}", backend_label());
     assert!(settle(5, || sum(&server.shutdown.metrics(), |w| w.bytes_sent) == total), "bytes sent");
+    assert!(
+        settle(5, || sum(&server.shutdown.metrics(), |w| w.recv_buffers_lent) > 0),
+        "no receive buffer was lent on {}",
+        backend_label()
+    );
     assert_pools_full(&server);
     server.stop();
     assert!(settle(5, || fd_count() <= fds), "fds {} > baseline {fds} on {}", fd_count(), backend_label());

@@ -24,13 +24,15 @@ const LEND_MAX_WASTE: usize = 4;
 pub(crate) struct ReadBuf {
     buf: Vec<u8>,
     size: usize,
+    /// Reads handed to the core in their buffer so far (kept or handed back).
+    lent: u64,
 }
 
 impl ReadBuf {
     /// A buffer for reads of up to `size` bytes (at least 1).
     pub(crate) fn new(size: usize) -> ReadBuf {
         let size = size.max(1);
-        ReadBuf { buf: Vec::with_capacity(size), size }
+        ReadBuf { buf: Vec::with_capacity(size), size, lent: 0 }
     }
 
     /// One `recv(2)` of up to `size` bytes into the buffer; `Ok(n)` leaves the bytes in it.
@@ -56,11 +58,17 @@ impl ReadBuf {
         Ok(n)
     }
 
+    /// Reads handed to the core in their buffer so far.
+    pub(crate) fn lent(&self) -> u64 {
+        self.lent
+    }
+
     /// Hands the bytes read to the core: lent when large, else copied.
     fn deliver(&mut self, conn: &Conn, sink: &mut dyn CompletionSink) {
         let n = self.buf.len();
         if n >= LEND_MIN_BYTES && n >= self.size / LEND_MAX_WASTE {
             let buf = std::mem::take(&mut self.buf);
+            self.lent += 1;
             if let Some(back) = sink.recv_owned(conn.key, buf) {
                 self.buf = back;
             }
