@@ -319,6 +319,34 @@ impl<S: Copy> Row<S> {
     fn median(&self, f: impl Fn(&S) -> f64) -> f64 {
         median(&self.values(f))
     }
+
+    /// Records one run of `round`: prints `what` with `describe` of the sample (and each
+    /// problem), or the failure; counts both in `tally`.
+    fn record(
+        &mut self,
+        round: usize,
+        what: &str,
+        outcome: Result<(S, Vec<String>), String>,
+        tally: &mut Tally,
+        describe: impl Fn(&S) -> String,
+    ) {
+        match outcome {
+            Ok((sample, problems)) => {
+                println!("  {what} {}", describe(&sample));
+                tally.problems += usize::from(!problems.is_empty());
+                for p in &problems {
+                    println!("    problem: {p}");
+                }
+                self.samples.push((round, sample));
+                self.problems.extend(problems);
+            }
+            Err(reason) => {
+                println!("  {what} FAILED: {reason}");
+                tally.failed += 1;
+                self.failures.push(reason);
+            }
+        }
+    }
 }
 
 /// Builds the `bench` binaries, runs every profile and writes the report.
@@ -409,26 +437,12 @@ fn run_load_profile(
             let outcome = run_one(machine, server, &args, None, &tag, opts.warmup_secs + opts.secs)
                 .and_then(|out| load_sample(&out.values, machine.clk_tck).map(|s| (s, out.problems)));
             let what = format!("[{}] round {round}/{}: {:<25}", profile.name, opts.rounds, server.name);
-            match outcome {
-                Ok((sample, problems)) => {
-                    println!(
-                        "  {what} {:>10.0} msgs/s  p50 {:>8.1} µs  p99 {:>8.1} µs  \
-                         user {:.3} sys {:.3} total {:.3} µs/msg",
-                        sample.rate, sample.p50, sample.p99, sample.user, sample.sys, sample.total
-                    );
-                    tally.problems += usize::from(!problems.is_empty());
-                    for p in &problems {
-                        println!("    problem: {p}");
-                    }
-                    row.samples.push((round, sample));
-                    row.problems.extend(problems);
-                }
-                Err(reason) => {
-                    println!("  {what} FAILED: {reason}");
-                    tally.failed += 1;
-                    row.failures.push(reason);
-                }
-            }
+            row.record(round, &what, outcome, tally, |sample| {
+                format!(
+                    "{:>10.0} msgs/s  p50 {:>8.1} µs  p99 {:>8.1} µs  user {:.3} sys {:.3} total {:.3} µs/msg",
+                    sample.rate, sample.p50, sample.p99, sample.user, sample.sys, sample.total
+                )
+            });
         }
     }
     rows
@@ -457,27 +471,16 @@ fn run_idle_profile(machine: &Machine, opts: &Options, tally: &mut Tally) -> Vec
             let outcome = run_one(machine, server, &args, Some(&stats_arg), &tag, 2.0 * opts.idle_secs)
                 .and_then(|out| idle_sample(&out.values).map(|s| (s, out.problems)));
             let what = format!("[idle] round {round}/{}: {:<25}", opts.rounds, server.name);
-            match outcome {
-                Ok((sample, problems)) => {
-                    println!(
-                        "  {what} rss {:.1} -> {:.1} MiB idle ({:.2} KiB/conn) -> {:.1} MiB after one echo each \
-                         ({:.2} KiB/conn)",
-                        sample.before_kib / 1024.0,
-                        sample.idle_kib / 1024.0,
-                        sample.idle_per_conn(),
-                        sample.echoed_kib / 1024.0,
-                        sample.echoed_per_conn()
-                    );
-                    tally.problems += usize::from(!problems.is_empty());
-                    row.samples.push((round, sample));
-                    row.problems.extend(problems);
-                }
-                Err(reason) => {
-                    println!("  {what} FAILED: {reason}");
-                    tally.failed += 1;
-                    row.failures.push(reason);
-                }
-            }
+            row.record(round, &what, outcome, tally, |sample| {
+                format!(
+                    "rss {:.1} -> {:.1} MiB idle ({:.2} KiB/conn) -> {:.1} MiB after one echo each ({:.2} KiB/conn)",
+                    sample.before_kib / 1024.0,
+                    sample.idle_kib / 1024.0,
+                    sample.idle_per_conn(),
+                    sample.echoed_kib / 1024.0,
+                    sample.echoed_per_conn()
+                )
+            });
         }
     }
     rows
