@@ -13,6 +13,8 @@ const CLIPPY_CONFIGURATIONS: &[&[&str]] = &[
     &["-p", "ringline", "--features", "uring,mio"],
     &["-p", "ringline", "--features", "uring,mio,futures-io,tls"],
     &["-p", "ringline", "--no-default-features", "--features", "mio,futures-io,tls"],
+    // The uring-only echo server `cargo xtask bench` builds next to the default one.
+    &["-p", "bench", "--no-default-features"],
 ];
 
 /// Runs each lint step in turn and stops at the first failure.
