@@ -72,14 +72,17 @@ impl InFlightSend {
     }
 }
 
-/// The destination of an outbound connect, kept until the connect completes.
-pub(crate) struct ConnectAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
+/// A socket address in the C layout, kept where the kernel can read it (a connect's
+/// destination until it completes, a UDP send's destination, a UDP `connect`'s peer).
+pub(crate) struct RawAddr {
+    /// The address, as `sockaddr_in` or `sockaddr_in6`.
+    pub(crate) storage: libc::sockaddr_storage,
+    /// Bytes of `storage` in use.
+    pub(crate) len: libc::socklen_t,
 }
 
-impl ConnectAddr {
-    pub(crate) fn new(addr: &SocketAddr) -> ConnectAddr {
+impl RawAddr {
+    pub(crate) fn new(addr: &SocketAddr) -> RawAddr {
         // SAFETY:
         // - `sockaddr_storage` is a plain C struct; all-zero bytes is a valid value.
         let mut storage = unsafe { mem::zeroed::<libc::sockaddr_storage>() };
@@ -110,7 +113,7 @@ impl ConnectAddr {
                 mem::size_of::<libc::sockaddr_in6>()
             }
         };
-        ConnectAddr { storage, len: len as libc::socklen_t }
+        RawAddr { storage, len: len as libc::socklen_t }
     }
 }
 
@@ -143,7 +146,7 @@ pub(crate) struct Conn {
     /// The send in flight, if any.
     pub(crate) send: Option<InFlightSend>,
     /// The connect destination while a connect is in flight.
-    pub(crate) connect: Option<ConnectAddr>,
+    pub(crate) connect: Option<RawAddr>,
     /// `Some(abort)` once `Close` was submitted.
     pub(crate) closing: Option<bool>,
     /// Operations submitted (or queued for submission) without their terminal completion yet.

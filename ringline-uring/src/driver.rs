@@ -25,7 +25,7 @@ use ringline_core::driver::{
 use ringline_core::error::Error;
 
 use crate::buf_ring::BufRing;
-use crate::conn::{Conn, ConnectAddr, InFlightSend, disconnect, local_addr, set_linger_zero, setsockopt_int};
+use crate::conn::{Conn, InFlightSend, RawAddr, disconnect, local_addr, set_linger_zero, setsockopt_int};
 use crate::fixed::FixedTable;
 use crate::nvme::NvmeRing;
 use crate::probe::{self, Features};
@@ -342,7 +342,7 @@ impl UringDriver {
             self.deferred.push_back(Deferred::Connected { conn: key, error });
             return Ok(());
         }
-        c.connect = Some(ConnectAddr::new(&addr));
+        c.connect = Some(RawAddr::new(&addr));
         self.insert(c);
         let Some(mut c) = self.take(key) else { return Ok(()) };
         if let Some(entry) = c.connect_entry() {

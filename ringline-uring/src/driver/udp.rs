@@ -24,7 +24,7 @@ use ringline_core::driver::{Completion, CompletionSink, ConnKey, Op, SubmitError
 
 use super::UringDriver;
 use crate::buf_ring::BufRing;
-use crate::conn::IOV_MAX;
+use crate::conn::{IOV_MAX, RawAddr};
 use crate::user_data::{Kind, encode};
 
 /// Buffer group of the UDP receive ring.
@@ -43,48 +43,6 @@ pub(super) enum UdpDeferred {
     Sent { sock: UdpKey, buf: SendBuf, result: io::Result<usize> },
     Error { sock: UdpKey, error: io::Error },
     Closed { sock: UdpKey },
-}
-
-/// A socket address in the C layout, kept where the kernel can read it.
-struct RawAddr {
-    storage: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
-
-impl RawAddr {
-    fn new(addr: &SocketAddr) -> RawAddr {
-        // SAFETY:
-        // - `sockaddr_storage` is a plain C struct; all-zero bytes is a valid value.
-        let mut storage = unsafe { mem::zeroed::<libc::sockaddr_storage>() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY:
-                // - `sockaddr_storage` is larger than and aligned at least as `sockaddr_in`.
-                unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in>(), sin) };
-                mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
-                    sin6_scope_id: a.scope_id(),
-                };
-                // SAFETY:
-                // - `sockaddr_storage` is larger than and aligned at least as `sockaddr_in6`.
-                unsafe { std::ptr::write((&raw mut storage).cast::<libc::sockaddr_in6>(), sin6) };
-                mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
-        RawAddr { storage, len: len as libc::socklen_t }
-    }
 }
 
 /// Parses the sender address the kernel wrote into a receive buffer.
