@@ -59,6 +59,21 @@ fn sum(m: &RuntimeMetrics, f: impl Fn(&ringline::WorkerMetrics) -> u64) -> u64 {
     m.workers.iter().map(f).sum()
 }
 
+/// Asserts the pools are full, stops `server`, and asserts the process's descriptors and heap
+/// come back to the baselines taken before it started (the heap within 1 MiB of slack).
+fn stop_at_baseline(server: Server, fds: usize, heap: usize) {
+    assert_pools_full(&server);
+    server.stop();
+    assert!(settle(5, || fd_count() <= fds), "fds {} > baseline {fds} on {}", fd_count(), backend_label());
+    let slack = 1 << 20;
+    assert!(
+        settle(5, || live_bytes() <= heap + slack),
+        "heap {} B > baseline {heap} B + {slack} after shutdown on {}",
+        live_bytes(),
+        backend_label()
+    );
+}
+
 /// Asserts every pool gauge of `server` is back to full and no connection is open.
 fn assert_pools_full(server: &Server) {
     let open = || sum(&server.shutdown.metrics(), |w| w.connections_open);
@@ -150,17 +165,7 @@ fn echo_matrix_integrity() {
     let m = server.shutdown.metrics();
     assert_eq!(sum(&m, |w| w.bytes_received), total as u64, "bytes received on {}", backend_label());
     assert!(settle(5, || sum(&server.shutdown.metrics(), |w| w.bytes_sent) == total as u64), "bytes sent");
-    assert_pools_full(&server);
-    server.stop();
-
-    assert!(settle(5, || fd_count() <= fds), "fds {} > baseline {fds} on {}", fd_count(), backend_label());
-    let slack = 1 << 20;
-    assert!(
-        settle(5, || live_bytes() <= heap + slack),
-        "heap {} B > baseline {heap} B + {slack} after shutdown on {}",
-        live_bytes(),
-        backend_label()
-    );
+    stop_at_baseline(server, fds, heap);
 }
 
 #[test]
@@ -269,16 +274,7 @@ fn recv_echo_of_64_mib_is_byte_exact_with_lent_buffers() {
         "no receive buffer was lent on {}",
         backend_label()
     );
-    assert_pools_full(&server);
-    server.stop();
-    assert!(settle(5, || fd_count() <= fds), "fds {} > baseline {fds} on {}", fd_count(), backend_label());
-    let slack = 1 << 20;
-    assert!(
-        settle(5, || live_bytes() <= heap + slack),
-        "heap {} B > baseline {heap} B + {slack} after shutdown on {}",
-        live_bytes(),
-        backend_label()
-    );
+    stop_at_baseline(server, fds, heap);
 }
 
 #[test]
